@@ -1,0 +1,46 @@
+# Two entry points for a fresh machine:
+#   make book   set up, execute every lesson, build the HTML book into _build/html
+#   make test   set up, then run the unit, parity and notebook tests
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+FASHION_DIR := /usr/share/datasets/fashion-mnist
+export TRANSFORMERS_VERBOSITY := error
+export PYTHONWARNINGS := ignore::DeprecationWarning
+export MPLBACKEND := Agg
+
+.PHONY: book test setup data student clean benchmarks
+
+setup: $(STAMP) data
+
+$(STAMP): pyproject.toml constraints.txt
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	set -o pipefail; $(BIN)/pip install --quiet --upgrade pip 2>&1 | { grep -v "^WARNING: Location" || true; }
+	set -o pipefail; $(BIN)/pip install --quiet -c constraints.txt -e ".[dev]" 2>&1 | { grep -v "^WARNING: Location" || true; }
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+# Debian ships Fashion-MNIST as a package; install it when apt is there and the files are not.
+data:
+	@if [ ! -f $(FASHION_DIR)/train-images-idx3-ubyte.gz ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		echo "Installing Debian's dataset-fashion-mnist"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
+	fi
+
+book: setup
+	$(BIN)/jupyter-book build . -W -n --keep-going
+
+test: setup
+	$(BIN)/python -m pytest -ra
+
+student: setup
+	$(BIN)/python -m sdlearn.exercises student lessons/*.ipynb --out _build/student
+	$(BIN)/python -m sdlearn.exercises instructor lessons/*.ipynb --out _build/instructor
+
+benchmarks: setup
+	$(BIN)/python benchmarks/lesson_times.py
+
+clean:
+	rm -rf _build .pytest_cache

@@ -1,0 +1,268 @@
+"""Datasets for the lessons: scikit-learn's handwritten digits and Fashion-MNIST.
+
+Every loader returns float images in [0, 1] with shape (N, 1, H, W) and int64 labels.
+Nothing here downloads from a model hub; Fashion-MNIST is looked for on disk first and
+downloaded from its canonical address only where a network exists (Colab).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from sdlearn.utils import atomic_write
+
+# --------------------------------------------------------------------------- class names
+
+DIGIT_CLASSES = [str(d) for d in range(10)]
+
+FASHION_CLASSES = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]
+
+# The words a caption uses for each class (lower case, singular where English allows).
+FASHION_CAPTION_NAMES = [
+    "t-shirt", "pair of trousers", "pullover", "dress", "coat",
+    "sandal", "shirt", "sneaker", "bag", "ankle boot",
+]
+
+# Superclasses group classes the way a shopper would: prompts like "a shoe" or "a top"
+# name a group, so a text-to-image model has to choose among its members.
+FASHION_SUPERCLASSES = {
+    "top": [0, 2, 4, 6],      # t-shirt, pullover, coat, shirt
+    "bottom": [1],            # trousers
+    "dress": [3],
+    "shoe": [5, 7, 9],        # sandal, sneaker, ankle boot
+    "bag": [8],
+}
+
+
+def superclass_of(label: int) -> str:
+    """The superclass ("top", "shoe", ...) of a Fashion-MNIST label."""
+    _check_fashion_label(label)
+    for name, members in FASHION_SUPERCLASSES.items():
+        if label in members:
+            return name
+    raise AssertionError("every label belongs to a superclass")  # unreachable by construction
+
+
+def fashion_caption(label: int, *, superclass: bool = False) -> str:
+    """A short caption for a Fashion-MNIST label: "a photo of a sneaker" or "a photo of a shoe"."""
+    _check_fashion_label(label)
+    noun = superclass_of(label) if superclass else FASHION_CAPTION_NAMES[label]
+    article = "an" if noun[0] in "aeiou" else "a"
+    return f"a photo of {article} {noun}"
+
+
+def _check_fashion_label(label) -> None:
+    if isinstance(label, torch.Tensor):
+        label = label.item()
+    if not isinstance(label, (int, np.integer)) or not 0 <= int(label) < 10:
+        raise ValueError(f"A Fashion-MNIST label is an int from 0 to 9, got {label!r}")
+
+
+# --------------------------------------------------------------------------- digits
+
+def load_digits(size: int | None = None, interpolation: str = "bilinear") -> tuple[torch.Tensor, torch.Tensor]:
+    """The 1,797 handwritten digits that ship with scikit-learn (8x8 pixels, 16 grey levels).
+
+    Returns `(images, labels)`: images as float32 of shape (N, 1, H, W) with values in
+    [0, 1] (0 is background, 1 is ink), labels as int64 digits 0-9. With `size`, images are
+    resized to `size` x `size` with `torch.nn.functional.interpolate` in the given
+    `interpolation` mode ("bilinear", "bicubic", "nearest" or "area"; bicubic can
+    overshoot, so the result is clamped to [0, 1]).
+    """
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    bunch = sk_load_digits()
+    images = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0  # (N, 1, 8, 8)
+    labels = torch.tensor(bunch.target, dtype=torch.int64)
+    if size is not None:
+        images = resize_images(images, size, interpolation)
+    return images, labels
+
+
+def resize_images(images: torch.Tensor, size: int, interpolation: str = "bilinear") -> torch.Tensor:
+    """Resize a batch (N, C, H, W) to `size` x `size`, keeping values in [0, 1]."""
+    modes = ("bilinear", "bicubic", "nearest", "area")
+    if interpolation not in modes:
+        raise ValueError(f"interpolation must be one of {modes}, got {interpolation!r}")
+    if not isinstance(size, int) or size < 1:
+        raise ValueError(f"size must be a positive int, got {size!r}")
+    if images.ndim != 4:
+        raise ValueError(f"Expected a batch of images (N, C, H, W), got shape {tuple(images.shape)}")
+    align = {"align_corners": False} if interpolation in ("bilinear", "bicubic") else {}
+    out = F.interpolate(images, size=(size, size), mode=interpolation, **align)
+    return out.clamp(0.0, 1.0)
+
+
+# --------------------------------------------------------------------------- Fashion-MNIST
+
+FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+DEBIAN_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+# File name -> (sha256 of the decompressed IDX bytes, number of items). Checking the
+# decompressed bytes makes the same check valid for every mirror, however it gzipped them.
+FASHION_MNIST_FILES = {
+    "train-images-idx3-ubyte.gz": ("c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888", 60000),
+    "train-labels-idx1-ubyte.gz": ("bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9", 60000),
+    "t10k-images-idx3-ubyte.gz": ("5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b", 10000),
+    "t10k-labels-idx1-ubyte.gz": ("0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34", 10000),
+}
+_SPLIT_PREFIX = {"train": "train", "test": "t10k"}
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """Raised when a dataset is neither on disk nor downloadable."""
+
+
+class CorruptDatasetError(ValueError):
+    """Raised when a dataset file is truncated, corrupt or not the expected file."""
+
+
+def data_dir() -> Path:
+    """The cache directory for datasets: `$SDLEARN_DATA`, or `~/.cache/sdlearn`."""
+    return Path(os.environ.get("SDLEARN_DATA", Path.home() / ".cache" / "sdlearn")).expanduser()
+
+
+def load_fashion_mnist(split: str = "train", *, download: bool = True,
+                       base_url: str = FASHION_MNIST_URL) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fashion-MNIST as `(images, labels)`: float32 (N, 1, 28, 28) in [0, 1], int64 labels.
+
+    The IDX files are looked for in this order:
+
+    1. the cache directory `data_dir() / "fashion-mnist"` (set `SDLEARN_DATA` to move it);
+    2. Debian's package `dataset-fashion-mnist` (`/usr/share/datasets/fashion-mnist/`);
+    3. a download from `base_url` into the cache directory (only with `download=True`),
+       written to a temporary file and renamed, then checked against its sha256.
+    """
+    if split not in _SPLIT_PREFIX:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    prefix = _SPLIT_PREFIX[split]
+    images = _read_idx(_locate(f"{prefix}-images-idx3-ubyte.gz", download, base_url))
+    labels = _read_idx(_locate(f"{prefix}-labels-idx1-ubyte.gz", download, base_url))
+    if images.shape[0] != labels.shape[0]:
+        raise CorruptDatasetError(
+            f"Fashion-MNIST {split}: {images.shape[0]} images but {labels.shape[0]} labels. "
+            f"Delete the files in {data_dir() / 'fashion-mnist'} and load again."
+        )
+    images_t = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)  # (N, 1, 28, 28)
+    labels_t = torch.from_numpy(labels.astype(np.int64))
+    return images_t, labels_t
+
+
+def _locate(name: str, download: bool, base_url: str) -> Path:
+    cached = data_dir() / "fashion-mnist" / name
+    if cached.exists():
+        return cached
+    debian = DEBIAN_FASHION_MNIST_DIR / name
+    if debian.exists():
+        return debian
+    if download:
+        try:
+            return _download(base_url + name, cached)
+        except (urllib.error.URLError, OSError) as exc:
+            if isinstance(exc, PermissionError):
+                raise
+            reason = f"the download from {base_url} failed ({exc})"
+    else:
+        reason = "downloading is switched off (download=False)"
+    raise DatasetNotFoundError(
+        f"Fashion-MNIST file {name} was not found and {reason}. Get it in one of three ways:\n"
+        f"  1. put the four IDX .gz files in {cached.parent} (or set SDLEARN_DATA to a directory "
+        "holding a fashion-mnist/ folder with them);\n"
+        "  2. on Debian or Ubuntu: sudo apt-get install dataset-fashion-mnist "
+        f"(installs them in {DEBIAN_FASHION_MNIST_DIR});\n"
+        f"  3. with a network connection: load_fashion_mnist(download=True) fetches them from {FASHION_MNIST_URL}."
+    )
+
+
+def _download(url: str, target: Path) -> Path:
+    print(f"Downloading {url} to {target}")
+    with urllib.request.urlopen(url, timeout=60) as response:
+        payload = response.read()
+    _parse_idx(payload, target.name, f"The download from {url}")  # verify before anything is written
+    with atomic_write(target) as handle:
+        handle.write(payload)
+    return target
+
+
+_IDX_DTYPES = {0x08: np.uint8}
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """Read a gzipped IDX file from disk, checking its header, length and sha256."""
+    path = Path(path)
+    return _parse_idx(path.read_bytes(), path.name, str(path),
+                      fix=f"Delete {path} and load again (or reinstall dataset-fashion-mnist if it is Debian's copy).")
+
+
+def _parse_idx(payload: bytes, name: str, where: str, fix: str = "Try the download again.") -> np.ndarray:
+    try:
+        raw = gzip.decompress(payload)
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise CorruptDatasetError(f"{where} is not a readable gzip file ({exc}). {fix}") from exc
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise CorruptDatasetError(f"{where} does not start with an IDX header of unsigned bytes. {fix}")
+    ndim = raw[3]
+    header_len = 4 + 4 * ndim
+    if ndim == 0 or len(raw) < header_len:
+        raise CorruptDatasetError(f"{where} has a truncated IDX header. {fix}")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    expected = header_len + int(np.prod(shape))
+    if len(raw) != expected:
+        raise CorruptDatasetError(
+            f"{where} holds {len(raw)} bytes but its header {shape} says {expected}: "
+            f"the file is truncated or padded. {fix}"
+        )
+    known = FASHION_MNIST_FILES.get(name)
+    if known is not None:
+        digest = hashlib.sha256(raw).hexdigest()
+        if digest != known[0]:
+            raise CorruptDatasetError(f"{where} has sha256 {digest[:12]}..., expected {known[0][:12]}.... {fix}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header_len).reshape(shape)
+
+
+# --------------------------------------------------------------------------- torch datasets
+
+class ImageDataset(Dataset):
+    """Images and labels as a torch Dataset; items are `(image, label)` pairs."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        if images.shape[0] != labels.shape[0]:
+            raise ValueError(f"{images.shape[0]} images but {labels.shape[0]} labels")
+        self.images = images
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, index):
+        return self.images[index], self.labels[index]
+
+
+def make_loader(images: torch.Tensor, labels: torch.Tensor, *, batch_size: int = 64,
+                shuffle: bool = True, seed: int = 0, drop_last: bool = False) -> DataLoader:
+    """A DataLoader whose shuffling is fixed by `seed`: the same seed gives the same batches."""
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(ImageDataset(images, labels), batch_size=batch_size, shuffle=shuffle,
+                      generator=generator, drop_last=drop_last)
+
+
+def split_indices(n: int, test_fraction: float = 0.2, *, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded random split of `range(n)` into train and test indices."""
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be between 0 and 1, got {test_fraction}")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_test = int(round(n * test_fraction))
+    return order[n_test:], order[:n_test]
