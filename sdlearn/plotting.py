@@ -34,7 +34,7 @@ def _to_numpy_image(image, index: int | None = None) -> np.ndarray:
         image = image[0] if image.shape[0] == 1 else np.transpose(image, (1, 2, 0))  # (C, H, W) -> (H, W, C)
     elif image.ndim == 3 and image.shape[-1] in (1, 3):
         image = image[..., 0] if image.shape[-1] == 1 else image
-    if image.ndim not in (2, 3):
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] != 3):
         raise ValueError(f"{where} has shape {image.shape}; expected (H, W), (1, H, W) or (3, H, W). "
                          "To show a batch, pass (N, C, H, W) or a list of images.")
     if np.issubdtype(image.dtype, np.integer) and image.dtype != np.uint8:
@@ -170,5 +170,7 @@ def animate(frames, titles: Sequence[str] | None = None, interval: int = 150, cm
     plt.close(fig)
     # matplotlib names the player with a random id; a stable one keeps re-runs identical.
     stable_id = hashlib.sha1(np.stack([a.astype(np.float32) for a in arrays]).tobytes()).hexdigest()[:32]
-    html = re.sub(r"\b[0-9a-f]{32}\b", stable_id, html)
+    match = re.search(r"_anim_img([0-9a-f]{32})", html)
+    if match is not None:
+        html = html.replace(match.group(1), stable_id)
     return Animation(html)

@@ -1,0 +1,75 @@
+"""The book: lesson structure, badges from _config.yml, and a full Sphinx build with -W."""
+
+import shutil
+import subprocess
+import sys
+
+import nbformat
+import pytest
+import yaml
+
+from conftest import LESSONS, ROOT
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=[p.stem for p in LESSONS])
+def test_lesson_opens_with_badge_install_goals_and_run_time(path):
+    nb = nbformat.read(path, as_version=4)
+    first = nb.cells[0]
+    assert first.cell_type == "markdown"
+    assert "colab.research.google.com/assets/colab-badge.svg" in first.source
+    assert "**You will learn**" in first.source and "**Run time:**" in first.source
+    install = nb.cells[1]
+    assert "colab-install" in install.metadata.get("tags", [])
+    assert 'if "google.colab" in sys.modules:' in install.source
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=[p.stem for p in LESSONS])
+def test_lesson_is_committed_executed_in_order(path):
+    nb = nbformat.read(path, as_version=4)
+    counts = [c.execution_count for c in nb.cells if c.cell_type == "code"]
+    assert counts == list(range(1, len(counts) + 1)), "run the lesson top to bottom in a fresh kernel"
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=[p.stem for p in LESSONS])
+def test_only_timing_cells_are_ignored_by_nbval(path):
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if "nbval-ignore-output" in cell.metadata.get("tags", []):
+            assert "time" in cell.source, f"nbval-ignore-output on a cell that does not time anything:\n{cell.source}"
+
+
+def test_badges_and_install_cells_follow_config():
+    result = subprocess.run([sys.executable, "scripts/lesson_header.py", "--check"], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_lesson_is_in_the_toc_and_the_time_table():
+    toc = (ROOT / "_toc.yml").read_text()
+    table = (ROOT / "book" / "_generated" / "lesson_times.md").read_text()
+    for path in LESSONS:
+        assert f"lessons/{path.stem}" in toc
+        assert f"| {path.stem} |" in table
+
+
+@pytest.mark.slow
+def test_book_builds_without_warnings(tmp_path):
+    """Build the HTML with execution off (the committed outputs) and warnings as errors."""
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    config["execute"]["execute_notebooks"] = "off"
+    config_path = tmp_path / "_config.yml"
+    config_path.write_text(yaml.safe_dump(config))
+    jupyter_book = shutil.which("jupyter-book", path=str(ROOT / ".venv" / "bin")) or shutil.which("jupyter-book")
+    assert jupyter_book, "jupyter-book is not installed (make test installs it)"
+    result = subprocess.run(
+        [jupyter_book, "build", str(ROOT), "--config", str(config_path), "--path-output", str(tmp_path / "out"),
+         "-W", "-n", "--keep-going"],
+        cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    html = tmp_path / "out" / "_build" / "html"
+    for path in LESSONS:
+        page = (html / "lessons" / f"{path.stem}.html").read_text()
+        assert "colab.research.google.com" in page
+    assert (html / "book" / "glossary.html").exists()
