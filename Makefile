@@ -8,8 +8,6 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 export TRANSFORMERS_VERBOSITY := error
-export PYTHONWARNINGS := ignore::DeprecationWarning
-export MPLBACKEND := Agg
 
 .PHONY: book test setup data student clean benchmarks
 
