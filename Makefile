@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 export TRANSFORMERS_VERBOSITY := error
 
-.PHONY: book test setup data student clean benchmarks
+.PHONY: book test setup data student lessons clean benchmarks
 
 setup: $(STAMP) data
 
@@ -36,6 +36,10 @@ test: setup
 student: setup
 	$(BIN)/python -m sdlearn.exercises student lessons/*.ipynb --out _build/student
 	$(BIN)/python -m sdlearn.exercises instructor lessons/*.ipynb --out _build/instructor
+
+# Re-execute every lesson in a fresh kernel and save it with its outputs (and the time table).
+lessons: setup
+	$(BIN)/python benchmarks/lesson_times.py --write
 
 benchmarks: setup
 	$(BIN)/python benchmarks/lesson_times.py

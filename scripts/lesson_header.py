@@ -1,4 +1,4 @@
-"""Write the repository address from _config.yml into every lesson's badge and install cell.
+"""Write the repository address from _config.yml into the lessons' badges and install cells, and README's badges.
 
     python scripts/lesson_header.py          # rewrite lessons/*.ipynb in place
     python scripts/lesson_header.py --check  # exit 1 if any lesson disagrees with _config.yml
@@ -57,11 +57,26 @@ def sync(path: Path, write: bool) -> bool:
     return ok
 
 
+def sync_readme(write: bool) -> bool:
+    """README.md's badges point at the same repository and branch."""
+    slug, branch = repository()
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    fixed = re.sub(r"https://colab\.research\.google\.com/github/[^/]+/[^/]+/blob/[^/]+/",
+                   f"https://colab.research.google.com/github/{slug}/blob/{branch}/", text)
+    if write and fixed != text:
+        with atomic_write(readme, "w") as handle:
+            handle.write(fixed)
+    return fixed == text
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="only report lessons that disagree")
     args = parser.parse_args()
     bad = [p for p in sorted((ROOT / "lessons").glob("*.ipynb")) if not sync(p, write=not args.check)]
+    if not sync_readme(write=not args.check):
+        bad.append(ROOT / "README.md")
     for path in bad:
         print(f"{'disagrees' if args.check else 'updated'}: {path.relative_to(ROOT)}")
     return 1 if (args.check and bad) else 0
