@@ -40,7 +40,7 @@ FASHION_CAPTION_NAMES = [
 # name a group, so a text-to-image model has to choose among its members.
 FASHION_SUPERCLASSES = {
     "top": [0, 2, 4, 6],      # t-shirt, pullover, coat, shirt
-    "bottom": [1],            # trousers
+    "trousers": [1],
     "dress": [3],
     "shoe": [5, 7, 9],        # sandal, sneaker, ankle boot
     "bag": [8],
@@ -60,6 +60,8 @@ def fashion_caption(label: int, *, superclass: bool = False) -> str:
     """A short caption for a Fashion-MNIST label: "a photo of a sneaker" or "a photo of a shoe"."""
     _check_fashion_label(label)
     noun = superclass_of(label) if superclass else FASHION_CAPTION_NAMES[label]
+    if noun == "trousers":
+        noun = "pair of trousers"
     article = "an" if noun[0] in "aeiou" else "a"
     return f"a photo of {article} {noun}"
 
@@ -74,7 +76,10 @@ def _check_fashion_label(label) -> None:
 # --------------------------------------------------------------------------- digits
 
 def load_digits(size: int | None = None, interpolation: str = "bilinear") -> tuple[torch.Tensor, torch.Tensor]:
-    """The 1,797 handwritten digits that ship with scikit-learn (8x8 pixels, 16 grey levels).
+    """The 1,797 handwritten digits that ship with scikit-learn (UCI optical digits).
+
+    Each was drawn on a 32x32 bitmap, then every 4x4 block was replaced by its count of
+    inked pixels: 8x8 images with integer values 0-16.
 
     Returns `(images, labels)`: images as float32 of shape (N, 1, H, W) with values in
     [0, 1] (0 is background, 1 is ink), labels as int64 digits 0-9. With `size`, images are

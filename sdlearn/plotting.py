@@ -1,7 +1,8 @@
 """Pictures for the lessons: image grids, side-by-side comparisons, and animations.
 
 Images may be given as a tensor or array of shape (N, C, H, W), (N, H, W), (C, H, W) or
-(H, W), or as a list of single images; C is 1 (grey) or 3 (RGB). Float images are shown on
+(H, W), or as a list of single images; C is 1 (grey) or 3 (RGB). A 3-D tensor whose first
+dimension is 1 or 3 is one image; pass three grey images as (3, 1, H, W). Float images are shown on
 the range given by `vmin`/`vmax` (default [0, 1]); uint8 images on [0, 255].
 """
 
@@ -169,7 +170,9 @@ def animate(frames, titles: Sequence[str] | None = None, interval: int = 150, cm
     html = anim.to_jshtml(default_mode="once")
     plt.close(fig)
     # matplotlib names the player with a random id; a stable one keeps re-runs identical.
-    stable_id = hashlib.sha1(np.stack([a.astype(np.float32) for a in arrays]).tobytes()).hexdigest()[:32]
+    fingerprint = hashlib.sha1(np.stack([a.astype(np.float32) for a in arrays]).tobytes())
+    fingerprint.update(repr((titles, interval, cmap, vmin, vmax)).encode())
+    stable_id = fingerprint.hexdigest()[:32]
     match = re.search(r"_anim_img([0-9a-f]{32})", html)
     if match is not None:
         html = html.replace(match.group(1), stable_id)

@@ -64,6 +64,7 @@ def test_instructor_copy_keeps_solutions_and_outputs():
     nb = nbformat.read(LESSONS[0], as_version=4)
     copy = instructor_version(nb)
     assert [c.source for c in copy.cells] == [c.source for c in nb.cells]
+    assert [c.get("outputs") for c in copy.cells] == [c.get("outputs") for c in nb.cells]
     assert copy.metadata["sdlearn"]["version"] == "instructor"
 
 
@@ -97,3 +98,89 @@ def test_unknown_exercise_is_a_clear_error():
         check("01.99", None)
     with pytest.raises(ValueError, match="look like '01.2'"):
         check("one", None)
+
+
+def _wrong_answers():
+    import math
+    import torch
+
+    def naive_probability(logits):
+        e = logits.exp()
+        return 1 - e[:, 10] / e.sum(-1)
+
+    def one_minus_noise(logits):
+        return 1 - logits.softmax(-1)[:, 10]
+
+    def descend(x, grad, step):
+        return (x - step * grad / grad.pow(2).mean().sqrt()).clamp(0, 1)
+
+    def unclamped(x, grad, step):
+        return x + step * grad / grad.pow(2).mean().sqrt()
+
+    def logit_gradient(model, x, k):
+        x = x.clone().requires_grad_(True)
+        model(x[None])[0, k].backward()
+        return x.grad
+
+    def cube_only(f, x, eps):
+        return ((x + eps) ** 3 - x ** 3) / eps
+
+    def central_halved(f, x, eps):
+        return (f(x + eps) - f(x - eps)) / eps
+
+    def two_d_only(f, x, eps):
+        grad = torch.zeros_like(x)
+        for i in range(x.shape[0]):
+            for j in range(x.shape[1]):
+                plus, minus = x.clone(), x.clone()
+                plus[i, j] += eps
+                minus[i, j] -= eps
+                grad[i, j] = (f(plus) - f(minus)) / (2 * eps)
+        return grad
+
+    def divide_by_b(a, b):
+        return ((a - b).abs() / b.abs().clamp_min(1e-8)).max().item()
+
+    def tensor_result(a, b):
+        return ((a - b).abs() / torch.maximum(a.abs(), b.abs()).clamp_min(1e-8)).max()
+
+    return [
+        ("01.1", (naive_probability,), "NaN or inf"),
+        ("01.1", (one_minus_noise,), "rounds to 0"),
+        ("01.2", (descend,), "stepped down"),
+        ("01.2", (unclamped,), "clamp"),
+        ("01.3", (logit_gradient,), "raw logit"),
+        ("02.1", (cube_only,), "Use the f you are given"),
+        ("02.2", (central_halved,), "2 * eps"),
+        ("02.3", (two_d_only,), "whatever the shape"),
+        ("02.4", (divide_by_b,), "not by one of them"),
+        ("02.4", (tensor_result,), ".item()"),
+    ]
+
+
+WRONG = _wrong_answers()
+
+
+@pytest.mark.parametrize("exercise_id, answers, message", WRONG, ids=[f"{w[0]}-{w[2][:12]}" for w in WRONG])
+def test_wrong_answers_fail_with_a_helpful_message(exercise_id, answers, message):
+    verdict = check(exercise_id, *answers)
+    assert not verdict.passed
+    assert message in verdict.message, verdict.message
+
+
+def test_grading_uses_the_reference_checks_not_the_students(tmp_path):
+    reference = nbformat.read(LESSONS[1], as_version=4)
+    submission = student_version(reference)
+    cells = [c for c in submission.cells if "exercise" in c.metadata.get("tags", [])]
+    cells[0].source = "def forward_difference(f, x, eps):\n    return (f(x + eps) - f(x)) / eps\n"
+    checks = [c for c in submission.cells if "check" in c.metadata.get("tags", [])]
+    checks[1].source = "print('PASS')"  # a tampered check changes nothing
+    path = tmp_path / "submission.ipynb"
+    nbformat.write(submission, path)
+    result = subprocess.run([sys.executable, "-m", "sdlearn.exercises", "grade", str(path), "--lesson", str(LESSONS[1])],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("[PASS] Exercise 02.1")
+    assert lines[1].startswith("[FAIL] Exercise 02.2") and "not done yet" in lines[1]
+    assert lines[-1] == f"1 passed, {len(cells) - 1} failed"

@@ -110,6 +110,40 @@ def instructor_version(nb):
     return nb
 
 
+_DEF = re.compile(r"^def (\w+)\(", re.MULTILINE)
+
+
+def grade(submission, reference) -> list:
+    """Grade a student's notebook with the checks of the reference lesson.
+
+    For every exercise of `reference`, the student's cell that defines the same function is
+    run in a fresh namespace (with `math` and `torch` imported) and the reference's own check
+    cell is applied to it. The student's check cells and outputs are ignored, so editing a
+    check in the submission changes nothing. Returns one `CheckResult` per exercise.
+    """
+    from sdlearn.exercises import CheckResult, check
+
+    student_cells = [c.source for c in submission.cells if c.cell_type == "code"]
+    results = []
+    for pair in exercises(reference):
+        names = _DEF.findall(pair.stub)
+        source = next((src for src in student_cells if names and all(f"def {n}(" in src for n in names)), None)
+        if source is None:
+            results.append(CheckResult(pair.exercise_id, "", False, f"no cell defines {', '.join(names)}"))
+            continue
+        namespace = {}
+        verdicts = []
+        try:
+            exec("import math\nimport torch\n" + source, namespace)
+        except Exception as exc:
+            results.append(CheckResult(pair.exercise_id, "", False, f"the cell raised {type(exc).__name__}: {exc}"))
+            continue
+        namespace["check"] = lambda *args: verdicts.append(check(*args))
+        exec(pair.check, namespace)
+        results.extend(verdicts)
+    return results
+
+
 def write_versions(paths, out_dir, which: str) -> list[Path]:
     """Write the student or instructor copy of each lesson into `out_dir`."""
     if which not in ("student", "instructor"):
