@@ -329,3 +329,33 @@ SAMPLERS = {
     "heun": sample_heun,
     "lms": sample_lms,
 }
+
+
+def generate(network, n: int, *, alphas_cumprod: torch.Tensor, sampler: str = "ddim", num_inference_steps: int = 50,
+             spacing: str = "trailing", prediction_type: str = "epsilon", shape: tuple = (1, 32, 32),
+             batch_size: int = 250, seed: int = 0, device: str | torch.device = "cpu", progress: bool = False,
+             **sampler_kwargs) -> torch.Tensor:
+    """Draw `n` samples in batches with one of `SAMPLERS`; the same seed gives the same images.
+
+    Returns a CPU tensor (n, *shape) in the model's data range. Each batch has its own
+    generator seeded from (seed, batch index), so the first k images do not depend on n.
+    """
+    from tqdm.auto import tqdm
+
+    from sdlearn.schedules import make_schedule
+
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {sorted(SAMPLERS)}")
+    schedule = make_schedule(alphas_cumprod, num_inference_steps, spacing=spacing)
+    model = as_noise_model(network)
+    out = []
+    starts = range(0, n, batch_size)
+    for index, start in enumerate(tqdm(starts, desc="sampling", disable=not progress)):
+        generator = torch.Generator().manual_seed(seed * 10_007 + index)
+        size = min(batch_size, n - start)
+        x = torch.randn((size, *shape), generator=generator).to(device)
+        if sampler not in ("ddpm", "ddim"):
+            x = x * schedule.init_noise_sigma
+        out.append(SAMPLERS[sampler](model, x, schedule, prediction_type=prediction_type, generator=generator,
+                                     **sampler_kwargs).cpu())
+    return torch.cat(out)

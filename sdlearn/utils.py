@@ -36,11 +36,12 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 @contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "wb"):
-    """Open a temporary file beside `path`; on success rename it onto `path`.
+def atomic_path(path: str | os.PathLike):
+    """Yield a temporary path beside `path`; when the block succeeds, rename it onto `path`.
 
-    A reader never sees a half-written file: if the block raises (or the process dies),
-    `path` keeps its old content and the temporary file is removed.
+    For libraries that write files by name (safetensors' `save_file`, for example). If the
+    block raises, or the process dies, `path` keeps its old content and the temporary file
+    is removed (or, after a crash, left as a hidden .tmp file beside it).
     """
     path = Path(path)
     try:
@@ -56,11 +57,9 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb"):
             "Choose a writable location (for data, set SDLEARN_DATA to a writable directory)."
         )
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, mode) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
+        yield Path(tmp_name)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp_name, 0o666 & ~umask)  # mkstemp makes files private (0600); use the usual permissions
@@ -69,3 +68,17 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb"):
         if os.path.exists(tmp_name):
             os.remove(tmp_name)
         raise
+
+
+@contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb"):
+    """Open a temporary file beside `path` for writing; on success rename it onto `path`.
+
+    A reader never sees a half-written file: if the block raises (or the process dies),
+    `path` keeps its old content.
+    """
+    with atomic_path(path) as tmp:
+        with open(tmp, mode) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())

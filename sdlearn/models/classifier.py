@@ -49,7 +49,8 @@ class SmallClassifier(nn.Module):
         self.fc1 = nn.Linear(2 * c * (config.image_size // 4) ** 2, config.hidden)
         self.fc2 = nn.Linear(config.hidden, config.n_classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The activations before the last layer, (N, hidden): what `sdlearn.metrics` compares."""
         expected = (self.config.in_channels, self.config.image_size, self.config.image_size)
         if x.ndim != 4 or tuple(x.shape[1:]) != expected:
             raise ValueError(f"SmallClassifier expects a batch (N, {', '.join(map(str, expected))}), "
@@ -57,8 +58,10 @@ class SmallClassifier(nn.Module):
         h = self.pool(self.act(self.conv1(x)), 2)     # (N, c, H/2, W/2)
         h = self.pool(self.act(self.conv2(h)), 2)     # (N, 2c, H/4, W/4)
         h = h.flatten(1)                              # (N, 2c * H/4 * W/4)
-        h = self.act(self.fc1(h))
-        return self.fc2(h)                            # (N, n_classes) logits
+        return self.act(self.fc1(h))                  # (N, hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.features(x))             # (N, n_classes) logits
 
 
 def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, epochs: int = 5,

@@ -1,0 +1,49 @@
+"""python -m sdlearn.train RECIPE [--out FILE] [--checkpoint-dir DIR] [--steps N] [--seed S]
+
+Runs a training recipe of `sdlearn.recipes` and writes the weights as safetensors. The same
+command runs under `accelerate launch` to train on several processes or GPUs. A run that is
+interrupted resumes from its checkpoint directory when started again with the same settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from sdlearn.recipes import RECIPES
+from sdlearn.weights import WEIGHTS_DIR
+
+SHIPPED = {"classifier": "fashion_classifier", "ddpm": "ddpm_fashion", "ddpm_plain": "ddpm_fashion_plain"}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m sdlearn.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="recipes:\n" + "\n".join(f"  {name:<12} {desc}" for name, (_, _, desc) in RECIPES.items()))
+    parser.add_argument("recipe", choices=sorted(RECIPES), help="which recipe to run")
+    parser.add_argument("--out", type=Path, help="weights file to write (default: runs/RECIPE.safetensors)")
+    parser.add_argument("--checkpoint-dir", type=Path, help="directory for resumable checkpoints (default: runs/RECIPE)")
+    parser.add_argument("--steps", type=int, help="override the number of optimizer steps")
+    parser.add_argument("--seed", type=int, help="override the seed")
+    parser.add_argument("--ship", action="store_true", help=f"write the weights into {WEIGHTS_DIR} (maintainers)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    make_recipe, run, _ = RECIPES[args.recipe]
+    recipe = make_recipe()
+    if args.steps is not None:
+        recipe.train.steps = args.steps
+    if args.seed is not None:
+        recipe.train.seed = args.seed
+    out = args.out or (WEIGHTS_DIR / f"{SHIPPED[args.recipe]}.safetensors" if args.ship
+                       else Path("runs") / f"{args.recipe}.safetensors")
+    checkpoint_dir = args.checkpoint_dir or Path("runs") / args.recipe
+    info = run(recipe, out, checkpoint_dir=checkpoint_dir, progress=not args.no_progress)
+    print(json.dumps({k: v for k, v in info.items() if k != "settings"}, indent=1))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from sdlearn.models.classifier import ClassifierConfig, SmallClassifier
+from sdlearn.training import ConfigMismatchError, TrainConfig, ema_update, latest_checkpoint, lr_at, train
+
+from conftest import ROOT
+
+G = torch.Generator().manual_seed(0)
+X = torch.rand(96, 1, 8, 8, generator=G)
+Y = (X.mean(dim=(1, 2, 3)) > 0.5).long()
+
+
+def tiny():
+    torch.manual_seed(0)
+    return SmallClassifier(ClassifierConfig(image_size=8, n_classes=2, channels=4, hidden=8))
+
+
+def loss_fn(model, batch, generator):
+    images, labels = batch
+    noise = 0.01 * torch.randn(images.shape, generator=generator)  # uses the step's generator
+    return torch.nn.functional.cross_entropy(model(images + noise), labels)
+
+
+CONFIG = TrainConfig(steps=6, batch_size=32, lr=1e-2, ema_decay=0.9, checkpoint_every=2, seed=3)
+
+
+def _weights(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_training_is_deterministic_for_a_seed():
+    a = train(tiny(), loss_fn, (X, Y), CONFIG, progress=False)
+    b = train(tiny(), loss_fn, (X, Y), CONFIG, progress=False)
+    assert a.losses == b.losses
+    for k, v in _weights(a.model).items():
+        assert torch.equal(v, b.model.state_dict()[k])
+    c = train(tiny(), loss_fn, (X, Y), TrainConfig(**{**CONFIG.__dict__, "seed": 4}), progress=False)
+    assert c.losses != a.losses
+
+
+def test_an_interrupted_run_resumes_to_the_same_result(tmp_path):
+    straight = train(tiny(), loss_fn, (X, Y), CONFIG, progress=False)
+    first = train(tiny(), loss_fn, (X, Y), CONFIG, checkpoint_dir=tmp_path, progress=False, stop_after=3)
+    assert json.loads((tmp_path / "latest.json").read_text())["step"] == 3
+    resumed = train(tiny(), loss_fn, (X, Y), CONFIG, checkpoint_dir=tmp_path, progress=False)
+    assert len(first.losses) == 3 and resumed.losses == straight.losses
+    for k, v in straight.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[k], v, rtol=0, atol=0)
+    for k, v in straight.ema.state_dict().items():
+        torch.testing.assert_close(resumed.ema.state_dict()[k], v, rtol=0, atol=0)
+    saved = load_file(latest_checkpoint(tmp_path) / "model.safetensors")
+    assert torch.equal(saved["fc2.weight"], resumed.model.state_dict()["fc2.weight"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.json", "step-0000006"]
+
+
+def test_resuming_with_another_configuration_is_refused(tmp_path):
+    train(tiny(), loss_fn, (X, Y), CONFIG, checkpoint_dir=tmp_path, progress=False, stop_after=2)
+    other = TrainConfig(**{**CONFIG.__dict__, "lr": 5e-3})
+    with pytest.raises(ConfigMismatchError, match=r"lr: checkpoint 0.01, now 0.005"):
+        train(tiny(), loss_fn, (X, Y), other, checkpoint_dir=tmp_path, progress=False)
+
+
+def test_a_nan_loss_stops_and_names_the_step_and_the_last_good_checkpoint(tmp_path):
+    def exploding(model, batch, generator):
+        loss = loss_fn(model, batch, generator)
+        return loss * float("nan") if len(losses) == 3 else loss
+    losses = []
+
+    def recording(model, batch, generator):
+        value = exploding(model, batch, generator)
+        losses.append(value)
+        return value
+
+    with pytest.raises(FloatingPointError, match=r"at step 3; the last good checkpoint is .*step-0000002"):
+        train(tiny(), recording, (X, Y), CONFIG, checkpoint_dir=tmp_path, progress=False)
+    assert json.loads((tmp_path / "latest.json").read_text())["step"] == 2
+
+
+def test_learning_rate_schedule():
+    config = TrainConfig(steps=110, warmup_steps=10, lr_schedule="cosine")
+    assert lr_at(0, config) == pytest.approx(0.1) and lr_at(9, config) == pytest.approx(1.0)
+    assert lr_at(10, config) == pytest.approx(1.0) and lr_at(60, config) == pytest.approx(0.5)
+    assert lr_at(110, config) == pytest.approx(0.0, abs=1e-12)
+    assert lr_at(50, TrainConfig(steps=110)) == 1.0
+
+
+def test_ema_update_formula():
+    ema, model = tiny(), tiny()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    before = _weights(ema)
+    ema_update(ema, model, 0.9)
+    for name, value in ema.state_dict().items():
+        torch.testing.assert_close(value, 0.9 * before[name] + 0.1 * model.state_dict()[name])
+
+
+def test_bad_settings_are_clear_errors():
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(lr_schedule="linear")
+    with pytest.raises(ValueError, match="mixed_precision"):
+        TrainConfig(mixed_precision="fp8")
+    with pytest.raises(ValueError, match="batch_size is 500"):
+        train(tiny(), loss_fn, (X, Y), TrainConfig(steps=1, batch_size=500), progress=False)
+
+
+SCRIPT = """
+import hashlib, sys, torch
+from accelerate import Accelerator
+sys.path.insert(0, {root!r})
+sys.path.insert(0, {tests!r})
+from test_training import tiny, loss_fn, X, Y
+from sdlearn.training import TrainConfig, train
+accelerator = Accelerator(cpu=True)
+result = train(tiny(), loss_fn, (X, Y), TrainConfig(steps=4, batch_size=32, lr=1e-2), progress=False,
+               accelerator=accelerator)
+digest = hashlib.sha1(b"".join(v.numpy().tobytes() for v in result.model.state_dict().values())).hexdigest()
+with open({out!r} + f"/rank{{accelerator.process_index}}.txt", "w") as f:
+    f.write(f"{{accelerator.num_processes}} {{digest}} {{len(result.losses)}}")
+"""
+
+
+@pytest.mark.slow
+def test_accelerate_launch_trains_one_model_on_two_processes(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(SCRIPT.format(root=str(ROOT), tests=str(ROOT / "tests"), out=str(tmp_path)))
+    accelerate = ROOT / ".venv" / "bin" / "accelerate"
+    command = [str(accelerate) if accelerate.exists() else "accelerate", "launch", "--cpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(script)]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    reports = [(tmp_path / f"rank{r}.txt").read_text().split() for r in (0, 1)]
+    assert reports[0][0] == reports[1][0] == "2"
+    assert reports[0][1] == reports[1][1], "the two processes ended with different weights"
+    assert reports[0][2] == reports[1][2] == "4"
+    initial = __import__("hashlib").sha1(b"".join(v.numpy().tobytes() for v in tiny().state_dict().values())).hexdigest()
+    assert reports[0][1] != initial
