@@ -85,6 +85,8 @@ def main(argv=None) -> int:
     parser.add_argument("notebooks", nargs="*", help="lessons to run (default: all of lessons/)")
     parser.add_argument("--write", action="store_true", help="save the executed notebooks in place")
     parser.add_argument("--no-table", action="store_true", help="do not rewrite the table in book/_generated")
+    parser.add_argument("--update", action="store_true",
+                        help="with named lessons: replace their rows in the existing table, keep the others")
     args = parser.parse_args(argv)
     paths = [Path(p) for p in args.notebooks] or sorted((ROOT / "lessons").glob("[0-9][0-9]_*.ipynb"))
     rows = []
@@ -92,6 +94,13 @@ def main(argv=None) -> int:
         seconds, peak = execute(path.resolve(), write=args.write)
         rows.append((path.stem, seconds, peak))
         print(f"{path.stem:<28} {seconds:7.1f} s {peak:8.0f} MiB", flush=True)
+    if args.update and TABLE.exists():
+        measured = {name for name, _, _ in rows}
+        for line in TABLE.read_text().splitlines():
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if len(cells) == 4 and cells[0][:2].isdigit() and cells[0] not in measured:
+                rows.append((cells[0], float(cells[1]), float(cells[2])))
+        rows.sort()
     cpu = platform.processor() or platform.machine()
     lines = [
         f"| lesson | wall time (s) | peak memory (MiB) | within {BUDGET_S} s |",
@@ -105,7 +114,7 @@ def main(argv=None) -> int:
     table = "\n".join(lines) + "\n"
     print()
     print(table)
-    if not args.no_table and not args.notebooks:
+    if not args.no_table and (args.update or not args.notebooks):
         with atomic_write(TABLE, "w") as handle:
             handle.write(table)
         print(f"wrote {TABLE.relative_to(ROOT)}")

@@ -119,6 +119,8 @@ def run_ddpm(recipe: DDPMRecipe, out: Path, checkpoint_dir: Path | None = None, 
     def snapshot(ema_model, step, directory):
         snapshots[step] = round(time.perf_counter() - started)
         if directory is not None:
+            _save_sample_grid(ema_model, alphas_cumprod, recipe.prediction_type,
+                              Path(directory) / f"samples-{step:07d}.png", title=f"step {step}")
             weights.save(ema_model, Path(directory) / f"snapshot-{step:07d}.safetensors",
                          {"step": step, "train_seconds": snapshots[step], "beta_schedule": recipe.beta_schedule,
                           "prediction_type": recipe.prediction_type})
@@ -134,6 +136,25 @@ def run_ddpm(recipe: DDPMRecipe, out: Path, checkpoint_dir: Path | None = None, 
             "settings": _jsonable(recipe), "final_loss": sum(result.losses[-100:]) / len(result.losses[-100:])}
     weights.save(final, out, info)
     return info
+
+
+def _save_sample_grid(model, alphas_cumprod, prediction_type, path: Path, title: str = "") -> None:
+    """Sixteen samples (25 DDIM steps, fixed seed) saved as a PNG: training progress at a glance."""
+    import matplotlib.pyplot as plt
+
+    from sdlearn.plotting import show_images
+    from sdlearn.samplers import generate
+    from sdlearn.utils import atomic_path
+
+    was_training = model.training
+    model.eval()
+    images = generate(model, 16, alphas_cumprod=alphas_cumprod, num_inference_steps=25,
+                      prediction_type=prediction_type, clip_sample=True, seed=0, device=next(model.parameters()).device)
+    model.train(was_training)
+    fig = show_images(images, ncols=8, vmin=-1, vmax=1, imsize=1.0, suptitle=title)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
 
 
 def _jsonable(recipe) -> dict:

@@ -1,0 +1,94 @@
+"""sdlearn.metrics, the shipped weights, and the training command line."""
+
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from sdlearn import weights
+from sdlearn.data import load_fashion_mnist
+from sdlearn.metrics import classify, evaluate_samples, frechet_distance, normalized_entropy
+from sdlearn.models.classifier import accuracy
+
+from conftest import ROOT
+
+
+def test_normalized_entropy_bounds():
+    assert normalized_entropy([5] * 10) == pytest.approx(1.0)
+    assert normalized_entropy([50] + [0] * 9) == pytest.approx(0.0)
+    assert 0 < normalized_entropy([10, 10] + [0] * 8) == pytest.approx(math.log(2) / math.log(10))
+
+
+def test_frechet_distance_of_gaussians():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(4000, 3, generator=g)
+    b = torch.randn(4000, 3, generator=g)
+    assert frechet_distance(a, b) < 0.02
+    shifted = b + torch.tensor([2.0, 0.0, 0.0])
+    assert frechet_distance(a, shifted) == pytest.approx(4.0, abs=0.1)     # ||mu_a - mu_b||^2
+    scaled = 2 * b                                                           # Tr(1 + 4 - 2*2) = 1 per dimension
+    assert frechet_distance(a, scaled) == pytest.approx(3.0, abs=0.15)
+
+
+def test_shipped_classifier_reaches_its_stated_accuracy(debian_fashion):
+    classifier = weights.load("fashion_classifier")
+    images, labels = load_fashion_mnist("test")
+    measured = accuracy(classifier, images, labels)
+    assert measured >= 0.91
+    assert measured == pytest.approx(weights.read_info("fashion_classifier")["test_accuracy"], abs=1e-4)
+
+
+def test_real_images_score_as_real(debian_fashion):
+    images, labels = load_fashion_mnist("test")
+    report = evaluate_samples(images[:1000], labels=labels[:1000])
+    assert report.entropy > 0.99 and report.accuracy > 0.9 and report.mean_confidence > 0.85
+    assert report.frechet < 3 * report.frechet_real + 1.0
+
+
+def test_collapsed_samples_score_badly(debian_fashion):
+    images, labels = load_fashion_mnist("test")
+    sneakers = images[labels == 7][:500]
+    report = evaluate_samples(sneakers)
+    assert report.entropy < 0.2
+    assert report.frechet > 10 * report.frechet_real
+
+
+def test_classify_rejects_diffusion_sized_images():
+    with pytest.raises(ValueError, match="to_classifier_range"):
+        classify(weights.load("fashion_classifier"), torch.zeros(2, 1, 32, 32))
+
+
+def test_shipped_ddpm_loads_and_denoises():
+    from sdlearn.recipes import DDPMRecipe, ddpm_alphas_cumprod
+    from sdlearn.samplers import generate
+    unet = weights.load("ddpm_fashion")
+    info = weights.read_info("ddpm_fashion")
+    assert info["train_seconds"] <= 40 * 60
+    recipe = DDPMRecipe()
+    samples = generate(unet, 4, alphas_cumprod=ddpm_alphas_cumprod(recipe), num_inference_steps=10,
+                       prediction_type=recipe.prediction_type, clip_sample=True, seed=0)
+    assert samples.shape == (4, 1, 32, 32)
+    assert samples.min() >= -1 and samples.max() <= 1
+    assert samples.std() > 0.3          # not a flat grey image
+    again = generate(unet, 4, alphas_cumprod=ddpm_alphas_cumprod(recipe), num_inference_steps=10,
+                     prediction_type=recipe.prediction_type, clip_sample=True, seed=0)
+    assert torch.equal(samples, again)
+
+
+def test_unknown_weights_list_the_shipped_ones():
+    with pytest.raises(FileNotFoundError, match="fashion_classifier"):
+        weights.load("stable-diffusion-9")
+
+
+def test_train_command_line_lists_the_recipes():
+    result = subprocess.run([sys.executable, "-m", "sdlearn.train", "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0
+    for name in ("classifier", "ddpm", "ddpm_plain"):
+        assert name in result.stdout
+
+
+def test_shipped_weights_stay_small():
+    total = sum(p.stat().st_size for p in weights.WEIGHTS_DIR.glob("*.safetensors"))
+    assert total < 40 * 2 ** 20
