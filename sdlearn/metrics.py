@@ -97,11 +97,17 @@ def _reference_features(classifier_id: int, classifier) -> tuple[torch.Tensor, f
     return test_features, frechet_distance(real_features, test_features)
 
 
+@lru_cache(maxsize=1)
+def shipped_classifier():
+    """The shipped Fashion-MNIST classifier, loaded once per process."""
+    from sdlearn.weights import load
+    return load("fashion_classifier")
+
+
 def evaluate_samples(images: torch.Tensor, classifier=None, labels: torch.Tensor | None = None) -> SampleReport:
     """Score generated images (N, 1, 28, 28) in [0, 1] with the shipped (or a given) classifier."""
     if classifier is None:
-        from sdlearn.weights import load
-        classifier = load("fashion_classifier")
+        classifier = shipped_classifier()
     probs, features = classify(classifier, images)
     predicted = probs.argmax(-1)
     histogram = torch.bincount(predicted, minlength=10).tolist()

@@ -25,6 +25,7 @@ from typing import Callable
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
@@ -192,8 +193,11 @@ def train(model: torch.nn.Module, loss_fn: Callable, data, config: TrainConfig, 
     the checkpoint written then lets a later call resume.
     """
     extra = extra or {}
-    accelerator = accelerator or Accelerator(mixed_precision=config.mixed_precision,
-                                             cpu=not torch.cuda.is_available())
+    if accelerator is None:
+        # Accelerate keeps one state per process; a new run may ask for another precision than the
+        # previous one (the process group of `accelerate launch`, if any, is kept).
+        AcceleratorState._reset_state()
+        accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=not torch.cuda.is_available())
     n = _length(data)
     if n < config.batch_size:
         raise ValueError(f"{n} training examples but batch_size is {config.batch_size}")

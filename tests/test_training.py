@@ -141,3 +141,11 @@ def test_accelerate_launch_trains_one_model_on_two_processes(tmp_path):
     assert reports[0][2] == reports[1][2] == "4"
     initial = __import__("hashlib").sha1(b"".join(v.numpy().tobytes() for v in tiny().state_dict().values())).hexdigest()
     assert reports[0][1] != initial
+
+
+def test_runs_with_different_precisions_in_one_process():
+    first = train(tiny(), loss_fn, (X, Y), TrainConfig(steps=2, batch_size=32, mixed_precision="no"), progress=False)
+    second = train(tiny(), loss_fn, (X, Y), TrainConfig(steps=2, batch_size=32, mixed_precision="bf16"),
+                   progress=False)
+    assert len(first.losses) == len(second.losses) == 2
+    assert all(torch.isfinite(torch.tensor(second.losses)))
