@@ -1,6 +1,4 @@
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -9,7 +7,6 @@ from safetensors.torch import load_file
 from sdlearn.models.classifier import ClassifierConfig, SmallClassifier
 from sdlearn.training import ConfigMismatchError, TrainConfig, ema_update, latest_checkpoint, lr_at, train
 
-from conftest import ROOT
 
 G = torch.Generator().manual_seed(0)
 X = torch.rand(96, 1, 8, 8, generator=G)
@@ -108,39 +105,6 @@ def test_bad_settings_are_clear_errors():
         TrainConfig(mixed_precision="fp8")
     with pytest.raises(ValueError, match="batch_size is 500"):
         train(tiny(), loss_fn, (X, Y), TrainConfig(steps=1, batch_size=500), progress=False)
-
-
-SCRIPT = """
-import hashlib, sys, torch
-from accelerate import Accelerator
-sys.path.insert(0, {root!r})
-sys.path.insert(0, {tests!r})
-from test_training import tiny, loss_fn, X, Y
-from sdlearn.training import TrainConfig, train
-accelerator = Accelerator(cpu=True)
-result = train(tiny(), loss_fn, (X, Y), TrainConfig(steps=4, batch_size=32, lr=1e-2), progress=False,
-               accelerator=accelerator)
-digest = hashlib.sha1(b"".join(v.numpy().tobytes() for v in result.model.state_dict().values())).hexdigest()
-with open({out!r} + f"/rank{{accelerator.process_index}}.txt", "w") as f:
-    f.write(f"{{accelerator.num_processes}} {{digest}} {{len(result.losses)}}")
-"""
-
-
-@pytest.mark.slow
-def test_accelerate_launch_trains_one_model_on_two_processes(tmp_path):
-    script = tmp_path / "run.py"
-    script.write_text(SCRIPT.format(root=str(ROOT), tests=str(ROOT / "tests"), out=str(tmp_path)))
-    accelerate = ROOT / ".venv" / "bin" / "accelerate"
-    command = [str(accelerate) if accelerate.exists() else "accelerate", "launch", "--cpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(script)]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    reports = [(tmp_path / f"rank{r}.txt").read_text().split() for r in (0, 1)]
-    assert reports[0][0] == reports[1][0] == "2"
-    assert reports[0][1] == reports[1][1], "the two processes ended with different weights"
-    assert reports[0][2] == reports[1][2] == "4"
-    initial = __import__("hashlib").sha1(b"".join(v.numpy().tobytes() for v in tiny().state_dict().values())).hexdigest()
-    assert reports[0][1] != initial
 
 
 def test_runs_with_different_precisions_in_one_process():
