@@ -61,8 +61,11 @@ def run_classifier(recipe: ClassifierRecipe, out: Path, checkpoint_dir: Path | N
                    progress=progress)
     final = result.ema if result.ema is not None else result.model
     info = {"recipe": "python -m sdlearn.train classifier", "train_seconds": round(result.seconds),
-            "test_accuracy": accuracy(final, test_images, test_labels), "settings": _jsonable(recipe)}
-    weights.save(final, out, info)
+            "num_processes": result.num_processes, "process_index": result.process_index,
+            "checksum": result.checksum, "settings": _jsonable(recipe)}
+    if result.is_main_process:          # under `accelerate launch`, one process evaluates and writes
+        info["test_accuracy"] = accuracy(final, test_images, test_labels)
+        weights.save(final, out, {k: v for k, v in info.items() if k != "process_index"})
     return info
 
 
@@ -133,8 +136,11 @@ def run_ddpm(recipe: DDPMRecipe, out: Path, checkpoint_dir: Path | None = None, 
     info = {"recipe": "python -m sdlearn.train ddpm", "train_seconds": round(result.seconds),
             "images_per_second": round(result.images_per_second), "snapshot_seconds": snapshots,
             "beta_schedule": recipe.beta_schedule, "prediction_type": recipe.prediction_type,
-            "settings": _jsonable(recipe), "final_loss": sum(result.losses[-100:]) / len(result.losses[-100:])}
-    weights.save(final, out, info)
+            "num_processes": result.num_processes, "process_index": result.process_index,
+            "checksum": result.checksum, "settings": _jsonable(recipe),
+            "final_loss": sum(result.losses[-100:]) / len(result.losses[-100:])}
+    if result.is_main_process:          # under `accelerate launch`, one process writes the weights
+        weights.save(final, out, {k: v for k, v in info.items() if k != "process_index"})
     return info
 
 

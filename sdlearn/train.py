@@ -1,7 +1,12 @@
 """python -m sdlearn.train RECIPE [--out FILE] [--checkpoint-dir DIR] [--steps N] [--seed S]
 
 Runs a training recipe of `sdlearn.recipes` and writes the weights as safetensors. The same
-command runs under `accelerate launch` to train on several processes or GPUs. A run that is
+command runs under `accelerate launch` to train on several processes or GPUs, e.g.
+
+    accelerate launch --multi_gpu --num_processes 2 -m sdlearn.train ddpm
+
+which, on a machine without a GPU, starts two CPU processes that share every batch (gloo
+backend). (`accelerate launch --cpu` starts one process only, unless given an MPI hostfile.) A run that is
 interrupted resumes from its checkpoint directory when started again with the same settings.
 """
 
@@ -40,8 +45,12 @@ def main(argv=None) -> int:
                        else Path("runs") / f"{args.recipe}.safetensors")
     checkpoint_dir = args.checkpoint_dir or Path("runs") / args.recipe
     info = run(recipe, out, checkpoint_dir=checkpoint_dir, progress=not args.no_progress)
-    print(json.dumps({k: v for k, v in info.items() if k != "settings"}, indent=1))
-    print(f"wrote {out}")
+    if info.get("num_processes", 1) > 1:
+        print(f"process {info['process_index']} of {info['num_processes']} finished: "
+              f"weights {info['checksum'][:16]}", flush=True)
+    if info.get("process_index", 0) == 0:
+        print(json.dumps({k: v for k, v in info.items() if k not in ("settings", "process_index")}, indent=1))
+        print(f"wrote {out}")
     return 0
 
 

@@ -68,6 +68,13 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)  # loss of every step (this process)
     seconds: float = 0.0              # wall time of this call
     images_per_second: float = 0.0    # training throughput over this call
+    process_index: int = 0            # this process under `accelerate launch` (0 otherwise)
+    num_processes: int = 1            # processes that trained the model together
+    checksum: str = ""                # fingerprint of the final weights (the EMA if any), equal on every process
+
+    @property
+    def is_main_process(self) -> bool:
+        return self.process_index == 0
 
 
 class ConfigMismatchError(ValueError):
@@ -265,5 +272,24 @@ def train(model: torch.nn.Module, loss_fn: Callable, data, config: TrainConfig, 
     seconds = time.perf_counter() - began
     model = accelerator.unwrap_model(model)
     model.eval()
+    checksum = weights_checksum(ema if ema is not None else model)
+    if world > 1:
+        # Data parallelism keeps one model: every process must end with the same weights.
+        fingerprints = accelerator.gather(torch.tensor([int(checksum[:12], 16)], device=accelerator.device))
+        if len(set(fingerprints.tolist())) != 1:
+            raise RuntimeError(f"the {world} processes ended with different weights ({fingerprints.tolist()}); "
+                               "the model was not synchronised, check the launcher and the backend")
     images = (end - start) * config.batch_size
-    return TrainResult(model, ema, losses, seconds, images / seconds if seconds > 0 else 0.0)
+    return TrainResult(model, ema, losses, seconds, images / seconds if seconds > 0 else 0.0,
+                       process_index=rank, num_processes=world, checksum=checksum)
+
+
+def weights_checksum(model: torch.nn.Module) -> str:
+    """SHA-256 of a model's parameters and buffers, in state-dict order (hex)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()

@@ -113,3 +113,33 @@ def test_runs_with_different_precisions_in_one_process():
                    progress=False)
     assert len(first.losses) == len(second.losses) == 2
     assert all(torch.isfinite(torch.tensor(second.losses)))
+
+
+def test_a_recipe_under_accelerate_launch_trains_one_model_on_two_processes(tmp_path):
+    """`accelerate launch` with two CPU processes (torchrun's launcher, gloo backend): both finish
+    with the same weights, and the one file written holds them."""
+    import re
+    import socket
+    import subprocess
+    import sys
+
+    from sdlearn import weights
+    from sdlearn.training import weights_checksum
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "classifier.safetensors"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--main_process_port", str(port), "-m", "sdlearn.train", "classifier", "--steps", "3",
+               "--out", str(out), "--checkpoint-dir", str(tmp_path / "checkpoints"), "--no-progress"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    finished = dict(re.findall(r"process (\d) of 2 finished: weights ([0-9a-f]{16})", done.stdout))
+    assert sorted(finished) == ["0", "1"], done.stdout
+    assert finished["0"] == finished["1"]
+    info = weights.read_info(out)
+    assert info["num_processes"] == 2
+    assert weights_checksum(weights.load(out))[:16] == finished["0"]
+    assert json.loads((tmp_path / "checkpoints" / "latest.json").read_text())["step"] == 3
