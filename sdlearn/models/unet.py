@@ -1,25 +1,36 @@
-"""A U-Net that predicts noise, written to be read, with the layout of diffusers' UNet2DModel.
+"""A U-Net that predicts noise, written to be read, with the layout of diffusers' U-Nets.
 
-    x (B, C, H, W), t (B,)
-      -> sinusoidal time embedding -> MLP -> temb (B, 4 * ch0)
+    x (B, C, H, W), t (B,) [, context (B, M, D)] [, class_labels (B,)]
+      -> sinusoidal time embedding -> MLP (+ class embedding) -> temb (B, 4 * ch0)
       -> conv_in -> down blocks (ResNet blocks [+ attention], then a stride-2 conv) --skips--+
-      -> mid block (ResNet, self-attention, ResNet)                                          |
+      -> mid block (ResNet, attention, ResNet)                                               |
       -> up blocks (concatenate a skip, ResNet block [+ attention]; nearest upsample + conv) <-+
       -> GroupNorm, SiLU, conv_out -> prediction (B, C_out, H, W)
 
-The modules carry the names diffusers uses (`conv_in`, `time_embedding.linear_1`,
-`down_blocks.0.resnets.0.conv1`, ...), so a state dict moves between the two unchanged.
-Lesson 07 builds it block by block.
+One class covers both of diffusers' layouts, chosen by `UNetConfig.cross_attention_dim`:
+
+- None: the attention blocks are self-attention over the pixels, as in `UNet2DModel`
+  (the pixel DDPM of lessons 05-06);
+- a number D: the attention blocks are spatial transformers (self-attention, then
+  cross-attention to a context of D-dimensional tokens, then a feed-forward), as in
+  `UNet2DConditionModel`, the U-Net of Stable Diffusion.
+
+The modules carry diffusers' names (`conv_in`, `time_embedding.linear_1`,
+`down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k`, ...), so a state dict moves
+between the two unchanged: `from_diffusers` and `to_diffusers` below. Lesson 07 builds it
+block by block; lesson 08 explains the attention blocks.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from sdlearn.models.attention import SelfAttention2D, SpatialTransformer
 
 
 @dataclass
@@ -29,29 +40,69 @@ class UNetConfig:
     out_channels: int = 1                      # channels predicted (noise, or v)
     block_out_channels: tuple = (32, 64, 128)  # channels at each resolution; each level halves H and W
     layers_per_block: int = 2                  # ResNet blocks per down level (up levels get one more)
-    attention_levels: tuple = (False, False, True)  # which levels add self-attention after each ResNet
-    mid_attention: bool = True                 # self-attention in the middle block
-    attention_head_dim: int = 32               # channels per attention head
+    attention_levels: tuple = (False, False, True)  # which levels add attention after each ResNet
+    mid_attention: bool = True                 # attention in the middle block
+    attention_head_dim: int = 32               # channels per attention head (when num_attention_heads is None)
+    num_attention_heads: int | tuple | None = None  # heads per level instead (Stable Diffusion 1.5: 8)
     norm_num_groups: int = 8                   # GroupNorm groups; every channel count must divide by it
     norm_eps: float = 1e-5                     # GroupNorm epsilon
     dropout: float = 0.0                       # dropout inside ResNet blocks
-    flip_sin_to_cos: bool = True               # time embedding order [cos, sin], as diffusers' UNet2DModel
+    flip_sin_to_cos: bool = True               # time embedding order [cos, sin], as diffusers' U-Nets
     freq_shift: int = 0                        # diffusers' downscale_freq_shift of the time embedding
+    cross_attention_dim: int | None = None     # context size D: attention blocks become spatial transformers
+    transformer_layers_per_block: int = 1      # transformer blocks inside each spatial transformer
+    use_linear_projection: bool = False        # spatial transformer projections: linear (SD 2) or 1x1 conv (SD 1)
+    num_class_embeds: int | None = None        # a learned embedding per class, added to the time embedding
 
     def __post_init__(self):
         self.block_out_channels = tuple(self.block_out_channels)
         self.attention_levels = tuple(self.attention_levels)
-        if len(self.attention_levels) != len(self.block_out_channels):
+        if isinstance(self.num_attention_heads, list):
+            self.num_attention_heads = tuple(self.num_attention_heads)
+        levels = len(self.block_out_channels)
+        if len(self.attention_levels) != levels:
             raise ValueError(f"attention_levels has {len(self.attention_levels)} entries but block_out_channels "
-                             f"has {len(self.block_out_channels)}; give one flag per level")
+                             f"has {levels}; give one flag per level")
+        if isinstance(self.num_attention_heads, tuple) and len(self.num_attention_heads) != levels:
+            raise ValueError(f"num_attention_heads has {len(self.num_attention_heads)} entries but there are "
+                             f"{levels} levels; give one per level, or one number for all")
         for channels in self.block_out_channels:
             if channels % self.norm_num_groups:
                 raise ValueError(f"block_out_channels {self.block_out_channels}: {channels} is not divisible by "
                                  f"norm_num_groups={self.norm_num_groups}")
+        for level, channels in enumerate(self.block_out_channels):
+            uses = self.attention_levels[level] or (self.mid_attention and level == levels - 1)
+            if uses and channels % self.heads(level):
+                raise ValueError(f"level {level} has {channels} channels, which cannot be split into "
+                                 f"{self.heads(level)} attention heads")
 
     @property
     def downsampling(self) -> int:
         return 2 ** (len(self.block_out_channels) - 1)
+
+    @property
+    def conditional(self) -> bool:
+        return self.cross_attention_dim is not None
+
+    def heads(self, level: int) -> int:
+        """Attention heads at a level (the middle block uses the last level's)."""
+        if isinstance(self.num_attention_heads, tuple):
+            return self.num_attention_heads[level]
+        if self.num_attention_heads is not None:
+            return self.num_attention_heads
+        return max(1, self.block_out_channels[level] // self.attention_head_dim)
+
+
+def make_attention(channels: int, level: int, cfg: UNetConfig) -> nn.Module:
+    """The attention block at a level: self-attention (UNet2DModel) or a spatial transformer."""
+    if cfg.conditional:
+        return SpatialTransformer(channels, cfg.heads(level), cfg.cross_attention_dim, cfg.norm_num_groups,
+                                  cfg.transformer_layers_per_block, cfg.use_linear_projection)
+    return SelfAttention2D(channels, channels // cfg.heads(level), cfg.norm_num_groups, cfg.norm_eps)
+
+
+def _attend(attention: nn.Module, x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+    return attention(x, context) if isinstance(attention, SpatialTransformer) else attention(x)
 
 
 def timestep_embedding(timesteps: torch.Tensor, dim: int, flip_sin_to_cos: bool = True, freq_shift: float = 0,
@@ -105,33 +156,6 @@ class ResnetBlock2D(nn.Module):
         return skip + h
 
 
-class SelfAttention2D(nn.Module):
-    """Multi-head self-attention over the H*W positions of a feature map, with a residual."""
-
-    def __init__(self, channels: int, head_dim: int, groups: int, eps: float):
-        super().__init__()
-        if channels % head_dim:
-            raise ValueError(f"{channels} channels cannot be split into heads of {head_dim}")
-        self.heads = channels // head_dim
-        self.group_norm = nn.GroupNorm(groups, channels, eps=eps)
-        self.to_q = nn.Linear(channels, channels)
-        self.to_k = nn.Linear(channels, channels)
-        self.to_v = nn.Linear(channels, channels)
-        self.to_out = nn.ModuleList([nn.Linear(channels, channels), nn.Dropout(0.0)])
-
-    def forward(self, x):
-        b, c, h, w = x.shape
-        tokens = self.group_norm(x).view(b, c, h * w).transpose(1, 2)          # (B, HW, C)
-        q, k, v = self.to_q(tokens), self.to_k(tokens), self.to_v(tokens)
-        q = q.view(b, -1, self.heads, c // self.heads).transpose(1, 2)          # (B, heads, HW, d)
-        k = k.view(b, -1, self.heads, c // self.heads).transpose(1, 2)
-        v = v.view(b, -1, self.heads, c // self.heads).transpose(1, 2)
-        out = F.scaled_dot_product_attention(q, k, v)                          # (B, heads, HW, d)
-        out = out.transpose(1, 2).reshape(b, h * w, c)                          # (B, HW, C)
-        out = self.to_out[1](self.to_out[0](out))
-        return x + out.transpose(1, 2).view(b, c, h, w)
-
-
 class Downsample2D(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
@@ -153,22 +177,21 @@ class Upsample2D(nn.Module):
 class DownBlock(nn.Module):
     """`layers` ResNet blocks (each optionally followed by attention), then a 2x downsample."""
 
-    def __init__(self, in_ch, out_ch, temb_ch, layers, attention, downsample, cfg: UNetConfig):
+    def __init__(self, in_ch, out_ch, temb_ch, layers, attention, downsample, level, cfg: UNetConfig):
         super().__init__()
         self.resnets = nn.ModuleList(
             [ResnetBlock2D(in_ch if i == 0 else out_ch, out_ch, temb_ch, cfg.norm_num_groups, cfg.norm_eps,
                            cfg.dropout) for i in range(layers)])
         self.attentions = nn.ModuleList(
-            [SelfAttention2D(out_ch, cfg.attention_head_dim, cfg.norm_num_groups, cfg.norm_eps) for _ in range(layers)]
-        ) if attention else None
+            [make_attention(out_ch, level, cfg) for _ in range(layers)]) if attention else None
         self.downsamplers = nn.ModuleList([Downsample2D(out_ch)]) if downsample else None
 
-    def forward(self, x, temb):
+    def forward(self, x, temb, context=None):
         skips = []
         for i, resnet in enumerate(self.resnets):
             x = resnet(x, temb)
             if self.attentions is not None:
-                x = self.attentions[i](x)
+                x = _attend(self.attentions[i], x, context)
             skips.append(x)
         if self.downsamplers is not None:
             x = self.downsamplers[0](x)
@@ -177,9 +200,9 @@ class DownBlock(nn.Module):
 
 
 class UpBlock(nn.Module):
-    """`layers` ResNet blocks, each taking one skip connection, then a 2x upsample."""
+    """`layers` ResNet blocks, each taking one skip connection (plus attention), then a 2x upsample."""
 
-    def __init__(self, in_ch, prev_out_ch, out_ch, temb_ch, layers, attention, upsample, cfg: UNetConfig):
+    def __init__(self, in_ch, prev_out_ch, out_ch, temb_ch, layers, attention, upsample, level, cfg: UNetConfig):
         super().__init__()
         resnets = []
         for i in range(layers):
@@ -189,38 +212,42 @@ class UpBlock(nn.Module):
                                          cfg.dropout))
         self.resnets = nn.ModuleList(resnets)
         self.attentions = nn.ModuleList(
-            [SelfAttention2D(out_ch, cfg.attention_head_dim, cfg.norm_num_groups, cfg.norm_eps) for _ in range(layers)]
-        ) if attention else None
+            [make_attention(out_ch, level, cfg) for _ in range(layers)]) if attention else None
         self.upsamplers = nn.ModuleList([Upsample2D(out_ch)]) if upsample else None
 
-    def forward(self, x, skips, temb):
+    def forward(self, x, skips, temb, context=None):
         for i, resnet in enumerate(self.resnets):
             x = torch.cat([x, skips.pop()], dim=1)            # (B, C + C_skip, H, W)
             x = resnet(x, temb)
             if self.attentions is not None:
-                x = self.attentions[i](x)
+                x = _attend(self.attentions[i], x, context)
         if self.upsamplers is not None:
             x = self.upsamplers[0](x)
         return x
 
 
 class MidBlock(nn.Module):
+    """ResNet block, attention, ResNet block, at the lowest resolution."""
+
     def __init__(self, ch, temb_ch, attention, cfg: UNetConfig):
         super().__init__()
         self.resnets = nn.ModuleList([ResnetBlock2D(ch, ch, temb_ch, cfg.norm_num_groups, cfg.norm_eps, cfg.dropout)
                                       for _ in range(2)])
-        self.attentions = nn.ModuleList(
-            [SelfAttention2D(ch, cfg.attention_head_dim, cfg.norm_num_groups, cfg.norm_eps)]) if attention else None
+        last = len(cfg.block_out_channels) - 1
+        self.attentions = nn.ModuleList([make_attention(ch, last, cfg)]) if attention else None
 
-    def forward(self, x, temb):
+    def forward(self, x, temb, context=None):
         x = self.resnets[0](x, temb)
         if self.attentions is not None:
-            x = self.attentions[0](x)
+            x = _attend(self.attentions[0], x, context)
         return self.resnets[1](x, temb)
 
 
 class UNet(nn.Module):
-    """The noise-predicting U-Net: `model(x, t)` returns a tensor shaped like x (with out_channels)."""
+    """The noise-predicting U-Net: `model(x, t[, context][, class_labels])` returns a tensor shaped like x.
+
+    `context` is diffusers' `encoder_hidden_states`: the text encoder's output, (B, M, D).
+    """
 
     def __init__(self, config: UNetConfig = UNetConfig()):
         super().__init__()
@@ -229,49 +256,235 @@ class UNet(nn.Module):
         temb_ch = channels[0] * 4
         self.conv_in = nn.Conv2d(cfg.in_channels, channels[0], 3, padding=1)
         self.time_embedding = TimestepEmbedding(channels[0], temb_ch)
+        self.class_embedding = nn.Embedding(cfg.num_class_embeds, temb_ch) if cfg.num_class_embeds else None
         self.down_blocks = nn.ModuleList()
         out_ch = channels[0]
         for level, ch in enumerate(channels):
             in_ch, out_ch = out_ch, ch
             last = level == len(channels) - 1
             self.down_blocks.append(DownBlock(in_ch, out_ch, temb_ch, cfg.layers_per_block,
-                                              cfg.attention_levels[level], not last, cfg))
+                                              cfg.attention_levels[level], not last, level, cfg))
         self.mid_block = MidBlock(channels[-1], temb_ch, cfg.mid_attention, cfg)
         self.up_blocks = nn.ModuleList()
         reversed_ch = list(reversed(channels))
         reversed_attention = list(reversed(cfg.attention_levels))
         out_ch = reversed_ch[0]
-        for level in range(len(channels)):
-            prev_out_ch, out_ch = out_ch, reversed_ch[level]
-            in_ch = reversed_ch[min(level + 1, len(channels) - 1)]
-            last = level == len(channels) - 1
+        for index in range(len(channels)):
+            prev_out_ch, out_ch = out_ch, reversed_ch[index]
+            in_ch = reversed_ch[min(index + 1, len(channels) - 1)]
+            last = index == len(channels) - 1
             self.up_blocks.append(UpBlock(in_ch, prev_out_ch, out_ch, temb_ch, cfg.layers_per_block + 1,
-                                          reversed_attention[level], not last, cfg))
+                                          reversed_attention[index], not last, len(channels) - 1 - index, cfg))
         self.conv_norm_out = nn.GroupNorm(cfg.norm_num_groups, channels[0], eps=cfg.norm_eps)
         self.conv_out = nn.Conv2d(channels[0], cfg.out_channels, 3, padding=1)
 
-    def forward(self, x: torch.Tensor, t) -> torch.Tensor:
+    def _check_inputs(self, x, context, class_labels):
         cfg = self.config
         if x.ndim != 4 or x.shape[1] != cfg.in_channels:
             raise ValueError(f"expected a batch (B, {cfg.in_channels}, H, W), got {tuple(x.shape)}")
         if x.shape[-1] % cfg.downsampling or x.shape[-2] % cfg.downsampling:
             raise ValueError(f"height and width must be divisible by {cfg.downsampling} "
                              f"({len(cfg.block_out_channels) - 1} downsamplings), got {tuple(x.shape[-2:])}")
+        if cfg.conditional:
+            if context is None:
+                raise ValueError(f"this U-Net attends to a context: pass context of shape (B, tokens, "
+                                 f"{cfg.cross_attention_dim}), e.g. the text encoder's last hidden state")
+            if context.ndim != 3 or context.shape[-1] != cfg.cross_attention_dim:
+                raise ValueError(f"context has shape {tuple(context.shape)}, but this U-Net's cross_attention_dim "
+                                 f"is {cfg.cross_attention_dim}: expected (B, tokens, {cfg.cross_attention_dim})")
+            if context.shape[0] != x.shape[0]:
+                raise ValueError(f"{x.shape[0]} images but {context.shape[0]} contexts; give one context per image")
+        elif context is not None:
+            raise ValueError("this U-Net has no cross-attention (cross_attention_dim is None), so it takes no context")
+        if cfg.num_class_embeds:
+            if class_labels is None:
+                raise ValueError(f"this U-Net is class-conditional: pass class_labels, integers in "
+                                 f"[0, {cfg.num_class_embeds})")
+            labels = torch.as_tensor(class_labels)
+            if labels.numel() and (labels.min() < 0 or labels.max() >= cfg.num_class_embeds):
+                raise ValueError(f"class_labels must lie in [0, {cfg.num_class_embeds}), got {labels.tolist()}")
+        elif class_labels is not None:
+            raise ValueError("this U-Net has no class embedding (num_class_embeds is None); drop class_labels")
+
+    def forward(self, x: torch.Tensor, t, context: torch.Tensor | None = None,
+                class_labels: torch.Tensor | None = None) -> torch.Tensor:
+        cfg = self.config
+        self._check_inputs(x, context, class_labels)
         t = torch.as_tensor(t, device=x.device)
         t = t.expand(x.shape[0]) if t.ndim == 0 else t.reshape(-1)
-        # 1. time embedding
+        # 1. time embedding (plus the class embedding, if any)
         temb = timestep_embedding(t, cfg.block_out_channels[0], cfg.flip_sin_to_cos, cfg.freq_shift)
         temb = self.time_embedding(temb.to(x.dtype))
+        if self.class_embedding is not None:
+            temb = temb + self.class_embedding(torch.as_tensor(class_labels, device=x.device)).to(temb.dtype)
         # 2. down: keep every intermediate result for the skip connections
         h = self.conv_in(x)
         skips = [h]
         for block in self.down_blocks:
-            h, block_skips = block(h, temb)
+            h, block_skips = block(h, temb, context)
             skips.extend(block_skips)
         # 3. middle
-        h = self.mid_block(h, temb)
+        h = self.mid_block(h, temb, context)
         # 4. up: each ResNet block consumes the most recent skip
         for block in self.up_blocks:
-            h = block(h, skips, temb)
+            h = block(h, skips, temb, context)
         # 5. out
         return self.conv_out(F.silu(self.conv_norm_out(h)))
+
+
+# --------------------------------------------------------------------------- diffusers
+
+def diffusers_config(cfg: UNetConfig) -> dict:
+    """The keyword arguments of the diffusers U-Net with this layout (UNet2DModel or UNet2DConditionModel)."""
+    levels = len(cfg.block_out_channels)
+    common = dict(sample_size=cfg.sample_size, in_channels=cfg.in_channels, out_channels=cfg.out_channels,
+                  block_out_channels=cfg.block_out_channels, layers_per_block=cfg.layers_per_block,
+                  norm_num_groups=cfg.norm_num_groups, norm_eps=cfg.norm_eps, flip_sin_to_cos=cfg.flip_sin_to_cos,
+                  freq_shift=cfg.freq_shift, num_class_embeds=cfg.num_class_embeds, dropout=cfg.dropout)
+    if cfg.conditional:
+        if not cfg.mid_attention:
+            raise ValueError("UNet2DConditionModel has no middle block of two ResNets without attention; "
+                             "set mid_attention=True")
+        return dict(common,
+                    down_block_types=tuple("CrossAttnDownBlock2D" if a else "DownBlock2D"
+                                           for a in cfg.attention_levels),
+                    up_block_types=tuple("CrossAttnUpBlock2D" if a else "UpBlock2D"
+                                         for a in reversed(cfg.attention_levels)),
+                    mid_block_type="UNetMidBlock2DCrossAttn", cross_attention_dim=cfg.cross_attention_dim,
+                    # diffusers' `attention_head_dim` of this class is, for historical reasons, the number of heads
+                    attention_head_dim=tuple(cfg.heads(level) for level in range(levels)),
+                    transformer_layers_per_block=cfg.transformer_layers_per_block,
+                    use_linear_projection=cfg.use_linear_projection)
+    head_dims = {cfg.block_out_channels[level] // cfg.heads(level) for level in range(levels)
+                 if cfg.attention_levels[level] or (cfg.mid_attention and level == levels - 1)}
+    if len(head_dims) > 1:
+        raise ValueError(f"UNet2DModel uses one attention_head_dim for every level; this layout has {sorted(head_dims)}")
+    return dict(common,
+                down_block_types=tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in cfg.attention_levels),
+                up_block_types=tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(cfg.attention_levels)),
+                attention_head_dim=head_dims.pop() if head_dims else cfg.attention_head_dim,
+                add_attention=cfg.mid_attention)
+
+
+_DOWN = {"DownBlock2D": False, "AttnDownBlock2D": True, "CrossAttnDownBlock2D": True}
+_UP = {"UpBlock2D": False, "AttnUpBlock2D": True, "CrossAttnUpBlock2D": True}
+# settings of diffusers' U-Nets that this U-Net does not implement, with the value it assumes
+_ASSUMED = {"act_fn": "silu", "center_input_sample": False, "downsample_padding": 1, "mid_block_scale_factor": 1,
+            "resnet_time_scale_shift": "default", "time_embedding_type": "positional", "class_embed_type": None,
+            "addition_embed_type": None, "encoder_hid_dim": None, "only_cross_attention": False,
+            "dual_cross_attention": False, "upcast_attention": False, "time_cond_proj_dim": None,
+            "class_embeddings_concat": False, "conv_in_kernel": 3, "conv_out_kernel": 3,
+            "resnet_skip_time_act": False, "resnet_out_scale_factor": 1.0, "attention_type": "default",
+            "reverse_transformer_layers_per_block": None, "num_attention_heads": None, "attn_norm_num_groups": None,
+            "downsample_type": "conv", "upsample_type": "conv", "time_embedding_dim": None,
+            "timestep_post_act": None, "projection_class_embeddings_input_dim": None}
+
+
+def config_from_diffusers(config) -> UNetConfig:
+    """A `UNetConfig` from the config of a diffusers UNet2DModel or UNet2DConditionModel (dict or FrozenDict).
+
+    Raises a ValueError naming any setting this U-Net does not implement.
+    """
+    config = dict(config)
+    unsupported = [f"{key}={config[key]!r}" for key, value in _ASSUMED.items()
+                   if key in config and config[key] != value and not (key == "downsample_padding" and config[key] == 1)]
+    blocks = list(config.get("down_block_types", ())) + list(config.get("up_block_types", ()))
+    unknown = [b for b in blocks if b not in _DOWN and b not in _UP]
+    if unknown:
+        unsupported.append(f"block types {unknown}")
+    if unsupported:
+        raise ValueError("this U-Net does not implement these diffusers settings: " + ", ".join(unsupported))
+    attention_levels = tuple(_DOWN[b] for b in config["down_block_types"])
+    if tuple(_UP[b] for b in config["up_block_types"]) != tuple(reversed(attention_levels)):
+        raise ValueError(f"up_block_types {config['up_block_types']} do not mirror down_block_types "
+                         f"{config['down_block_types']}")
+    conditional = "cross_attention_dim" in config
+    kwargs = dict(sample_size=config.get("sample_size") or 32, in_channels=config["in_channels"],
+                  out_channels=config["out_channels"], block_out_channels=tuple(config["block_out_channels"]),
+                  layers_per_block=config["layers_per_block"], attention_levels=attention_levels,
+                  norm_num_groups=config["norm_num_groups"], norm_eps=config["norm_eps"],
+                  flip_sin_to_cos=config["flip_sin_to_cos"], freq_shift=config["freq_shift"],
+                  num_class_embeds=config.get("num_class_embeds"), dropout=config.get("dropout", 0.0))
+    if conditional:
+        if config.get("mid_block_type", "UNetMidBlock2DCrossAttn") != "UNetMidBlock2DCrossAttn":
+            raise ValueError(f"mid_block_type {config['mid_block_type']!r} is not implemented")
+        heads = config["attention_head_dim"]      # the number of heads, in this class (see diffusers_config)
+        heads = tuple(heads) if isinstance(heads, (list, tuple)) else heads
+        layers = config.get("transformer_layers_per_block", 1)
+        if isinstance(layers, (list, tuple)):
+            if len(set(layers)) != 1:
+                raise ValueError(f"transformer_layers_per_block {layers}: one number for all levels is implemented")
+            layers = layers[0]
+        cross_dim = config["cross_attention_dim"]
+        if isinstance(cross_dim, (list, tuple)):
+            raise ValueError(f"cross_attention_dim {cross_dim}: one context size for all levels is implemented")
+        return UNetConfig(**kwargs, num_attention_heads=heads, cross_attention_dim=cross_dim,
+                          transformer_layers_per_block=layers,
+                          use_linear_projection=config.get("use_linear_projection", False), mid_attention=True)
+    head_dim = config.get("attention_head_dim") or 8
+    return UNetConfig(**kwargs, attention_head_dim=head_dim, mid_attention=config.get("add_attention", True))
+
+
+def load_state_dict_strict(model: nn.Module, state_dict: dict) -> None:
+    """Load weights, naming every missing and unexpected key and every shape mismatch."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    wrong_shape = [f"{k}: {tuple(state_dict[k].shape)} given, {tuple(own[k].shape)} expected"
+                   for k in own if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)]
+    problems = []
+    if missing:
+        problems.append(f"missing keys ({len(missing)}): {_first(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys ({len(unexpected)}): {_first(unexpected)}")
+    if wrong_shape:
+        problems.append(f"shape mismatches ({len(wrong_shape)}): {_first(wrong_shape)}")
+    if problems:
+        raise ValueError("the state dict does not fit this U-Net's configuration; " + "; ".join(problems) +
+                         ". Build the U-Net from the checkpoint's own config (config_from_diffusers).")
+    model.load_state_dict(state_dict)
+
+
+def _first(items, n: int = 5) -> str:
+    return ", ".join(items[:n]) + (f", ... ({len(items) - n} more)" if len(items) > n else "")
+
+
+def from_diffusers(diffusers_unet) -> UNet:
+    """Our U-Net with the configuration and weights of a diffusers UNet2DModel or UNet2DConditionModel."""
+    model = UNet(config_from_diffusers(diffusers_unet.config))
+    load_state_dict_strict(model, diffusers_unet.state_dict())
+    dtype = next(diffusers_unet.parameters()).dtype
+    return model if dtype == torch.float32 else model.to(dtype)
+
+
+def to_diffusers(model: UNet):
+    """The diffusers U-Net (UNet2DModel or UNet2DConditionModel) with this model's configuration and weights."""
+    from diffusers import UNet2DConditionModel, UNet2DModel
+
+    cls = UNet2DConditionModel if model.config.conditional else UNet2DModel
+    twin = cls(**diffusers_config(model.config))
+    load_state_dict_strict(twin, model.state_dict())
+    dtype = next(model.parameters()).dtype
+    return twin if dtype == torch.float32 else twin.to(dtype)
+
+
+# The published configuration of Stable Diffusion 1.5's U-Net (unet/config.json of
+# stable-diffusion-v1-5/stable-diffusion-v1-5), the settings that shape the network.
+SD15_UNET_CONFIG = {
+    "_class_name": "UNet2DConditionModel", "act_fn": "silu", "attention_head_dim": 8,
+    "block_out_channels": [320, 640, 1280, 1280], "center_input_sample": False, "cross_attention_dim": 768,
+    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    "downsample_padding": 1, "flip_sin_to_cos": True, "freq_shift": 0, "in_channels": 4, "layers_per_block": 2,
+    "mid_block_scale_factor": 1, "norm_eps": 1e-05, "norm_num_groups": 32, "out_channels": 4, "sample_size": 64,
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+}
+
+
+def sd15_unet_config() -> UNetConfig:
+    """Stable Diffusion 1.5's U-Net layout: 4x64x64 latents, 768-dimensional text context, 859.5M parameters."""
+    config = {k: v for k, v in SD15_UNET_CONFIG.items() if not k.startswith("_")}
+    return config_from_diffusers(config)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
