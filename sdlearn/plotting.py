@@ -177,3 +177,60 @@ def animate(frames, titles: Sequence[str] | None = None, interval: int = 150, cm
     if match is not None:
         html = html.replace(match.group(1), stable_id)
     return Animation(html)
+
+
+def draw_unet(config, ax=None, title: str | None = None):
+    """Draw a U-Net's layout: one box per stage (channels x resolution), skip connections as arrows.
+
+    `config` is a `sdlearn.models.unet.UNetConfig`. Boxes on the left are the down path, on the
+    right the up path, at a height given by the resolution; "A" marks attention (self-attention,
+    or a spatial transformer with cross-attention when the U-Net takes a context).
+    """
+    from matplotlib.patches import FancyArrowPatch, Rectangle
+
+    channels = list(config.block_out_channels)
+    levels = len(channels)
+    size = config.sample_size
+    if ax is None:
+        _, ax = plt.subplots(figsize=(2.0 + 2.3 * levels, 1.2 + 0.9 * levels))
+    width, height, step = 1.3, 0.55, 1.45
+    boxes = []
+
+    def box(x, y, label, colour):
+        ax.add_patch(Rectangle((x - width / 2, y - height / 2), width, height, facecolor=colour, edgecolor="black"))
+        ax.text(x, y, label, ha="center", va="center", fontsize=8)
+        boxes.append(label)
+
+    attention = "cross-attn" if config.cross_attention_dim is not None else "attn"
+    for level, ch in enumerate(channels):
+        y = levels - level
+        res = size // 2 ** level
+        tag = f"\n+ {attention}" if config.attention_levels[level] else ""
+        box(step * level, y, f"{ch}x{res}x{res}{tag}", "#cfe2f3")                            # down
+        box(step * (2 * levels - level), y, f"{ch}x{res}x{res}{tag}", "#d9ead3")               # up
+        ax.add_patch(FancyArrowPatch((step * level + width / 2, y), (step * (2 * levels - level) - width / 2, y),
+                                     arrowstyle="->", mutation_scale=10, color="grey", linestyle="--"))
+        if level < levels - 1:
+            ax.add_patch(FancyArrowPatch((step * level + 0.2, y - height / 2), (step * (level + 1) - 0.2,
+                                         y - 1 + height / 2), arrowstyle="->", mutation_scale=10))
+            ax.add_patch(FancyArrowPatch((step * (2 * levels - level - 1) + 0.2, y - 1 + height / 2),
+                                         (step * (2 * levels - level) - 0.2, y - height / 2), arrowstyle="->",
+                                         mutation_scale=10))
+    res = size // 2 ** (levels - 1)
+    mid = f"mid {channels[-1]}x{res}x{res}" + (f"\n+ {attention}" if config.mid_attention else "")
+    box(step * levels, 0.0, mid, "#fce5cd")
+    ax.add_patch(FancyArrowPatch((step * (levels - 1), 1 - height / 2), (step * levels - width / 2, 0.0),
+                                 arrowstyle="->", mutation_scale=10))
+    ax.add_patch(FancyArrowPatch((step * levels + width / 2, 0.0), (step * (levels + 1), 1 - height / 2),
+                                 arrowstyle="->", mutation_scale=10))
+    ax.text(-width / 2, levels + 0.45, f"in: {config.in_channels}x{size}x{size}", fontsize=8)
+    ax.text(step * 2 * levels + width / 2, levels + 0.45, f"out: {config.out_channels}x{size}x{size}", fontsize=8,
+            ha="right")
+    ax.text(step * levels, levels + 0.2, "skip connections (concatenated)", ha="center", fontsize=8, color="grey")
+    ax.set_xlim(-width / 2 - 0.1, step * 2 * levels + width / 2 + 0.1)
+    ax.set_ylim(-0.5, levels + 0.8)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    ax.figure.boxes = boxes
+    return ax.figure

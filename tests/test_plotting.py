@@ -1,3 +1,4 @@
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
@@ -63,3 +64,18 @@ def test_animation_is_self_contained_and_repeatable():
     assert first == second
     with pytest.raises(ValueError, match="one title per frame"):
         animate(frames, titles=["a"])
+
+
+def test_draw_unet_draws_every_stage():
+    from matplotlib.patches import Rectangle
+
+    from sdlearn.models.unet import UNetConfig
+    from sdlearn.plotting import draw_unet
+
+    config = UNetConfig(block_out_channels=(16, 32, 64), attention_levels=(False, False, True), sample_size=32)
+    fig = draw_unet(config)
+    rectangles = [p for p in fig.axes[0].patches if isinstance(p, Rectangle)]
+    assert len(rectangles) == 2 * 3 + 1                      # down and up at each level, and the middle
+    assert fig.boxes[0] == "16x32x32" and fig.boxes[-1] == "mid 64x8x8\n+ attn"
+    assert "64x8x8\n+ attn" in fig.boxes
+    plt.close(fig)
