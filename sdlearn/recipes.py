@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from sdlearn import weights
 from sdlearn.data import load_fashion_mnist
 from sdlearn.losses import classification_loss, diffusion_loss
+from sdlearn.models.autoencoder import latent_autoencoder_config
 from sdlearn.models.classifier import ClassifierConfig, SmallClassifier, accuracy
 from sdlearn.models.unet import UNet, UNetConfig
 from sdlearn.schedules import alphas_cumprod_from_betas, make_betas
@@ -144,6 +145,57 @@ def run_ddpm(recipe: DDPMRecipe, out: Path, checkpoint_dir: Path | None = None, 
     return info
 
 
+# --------------------------------------------------------------------------- latent autoencoder
+
+@dataclass
+class AutoencoderRecipe:
+    vae: dict = field(default_factory=lambda: latent_autoencoder_config())
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        steps=3000, batch_size=64, lr=1e-3, weight_decay=0.0, warmup_steps=100, lr_schedule="cosine",
+        ema_decay=0.999, grad_clip=1.0, mixed_precision="bf16", seed=0, checkpoint_every=500))
+    kl_weight: float = 1e-5          # per image number; small: latents stay informative, yet bounded and smooth
+
+
+def run_autoencoder(recipe: AutoencoderRecipe, out: Path, checkpoint_dir: Path | None = None,
+                    progress: bool = True, stop_after: int | None = None) -> dict:
+    from diffusers import AutoencoderKL
+
+    from sdlearn.models.autoencoder import compute_scaling_factor, psnr, ssim
+
+    torch.manual_seed(recipe.train.seed)
+    images, _ = fashion_for_diffusion("train")
+    test_images, _ = fashion_for_diffusion("test")
+    vae = AutoencoderKL(**recipe.vae)
+
+    def loss_fn(m, x, generator):
+        posterior = m.encode(x).latent_dist
+        noise = torch.randn(posterior.mean.shape, generator=generator).to(x.device, posterior.mean.dtype)
+        z = posterior.mean + posterior.std * noise                    # the reparameterisation trick
+        reconstruction = m.decode(z).sample
+        kl = 0.5 * (posterior.mean.pow(2) + posterior.var - 1.0 - posterior.logvar).flatten(1).sum(1)
+        return F.mse_loss(reconstruction.float(), x) + recipe.kl_weight * kl.float().mean() / x[0].numel()
+
+    extra = {"recipe": "autoencoder", "vae": json.loads(json.dumps(recipe.vae, default=list)),
+             "kl_weight": recipe.kl_weight}
+    result = train(vae, loss_fn, images, recipe.train, checkpoint_dir=checkpoint_dir, extra=extra,
+                   progress=progress, stop_after=stop_after)
+    final = result.ema if result.ema is not None else result.model
+    final.eval()
+    info = {"recipe": "python -m sdlearn.train autoencoder", "train_seconds": round(result.seconds),
+            "images_per_second": round(result.images_per_second), "num_processes": result.num_processes,
+            "process_index": result.process_index, "checksum": result.checksum, "settings": _jsonable(recipe)}
+    if result.is_main_process:
+        factor = compute_scaling_factor(final, images[:10000])
+        final.register_to_config(scaling_factor=factor)
+        with torch.no_grad():
+            rec = torch.cat([final(test_images[i:i + 500]).sample for i in range(0, len(test_images), 500)])
+        crop = (slice(None), slice(None), slice(2, 30), slice(2, 30))     # judge the 28x28 image, not the padding
+        info.update(scaling_factor=factor, test_psnr=float(psnr(rec[crop], test_images[crop]).mean()),
+                    test_ssim=float(ssim(rec[crop], test_images[crop]).mean()))
+        weights.save(final, out, {k: v for k, v in info.items() if k != "process_index"})
+    return info
+
+
 def _save_sample_grid(model, alphas_cumprod, prediction_type, path: Path, title: str = "") -> None:
     """Sixteen samples (25 DDIM steps, fixed seed) saved as a PNG: training progress at a glance."""
     import matplotlib.pyplot as plt
@@ -171,4 +223,5 @@ RECIPES = {
     "classifier": (ClassifierRecipe, run_classifier, "the Fashion-MNIST classifier used by sdlearn.metrics"),
     "ddpm": (DDPMRecipe, run_ddpm, "the pixel-space DDPM on Fashion-MNIST (32x32)"),
     "ddpm_plain": (plain_ddpm_recipe, run_ddpm, "the baseline DDPM recipe the shipped one is compared with"),
+    "autoencoder": (AutoencoderRecipe, run_autoencoder, "the latent autoencoder (AutoencoderKL, 1x32x32 to 4x8x8)"),
 }

@@ -20,7 +20,8 @@ from pathlib import Path
 from sdlearn.recipes import RECIPES
 from sdlearn.weights import WEIGHTS_DIR
 
-SHIPPED = {"classifier": "fashion_classifier", "ddpm": "ddpm_fashion", "ddpm_plain": "ddpm_fashion_plain"}
+SHIPPED = {"classifier": "fashion_classifier", "ddpm": "ddpm_fashion", "ddpm_plain": "ddpm_fashion_plain",
+           "autoencoder": "vae_fashion"}
 
 
 def main(argv=None) -> int:

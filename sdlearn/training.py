@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import shutil
@@ -212,10 +213,7 @@ def train(model: torch.nn.Module, loss_fn: Callable, data, config: TrainConfig, 
         raise ValueError(f"batch_size {config.batch_size} is not divisible by {accelerator.num_processes} processes")
     ema = None
     if config.ema_decay > 0:
-        ema = type(model)(model.config) if hasattr(model, "config") else None
-        if ema is None:
-            raise ValueError("the EMA needs a model built from a `config` attribute")
-        ema.load_state_dict(model.state_dict())
+        ema = copy.deepcopy(model)
         ema.requires_grad_(False).eval()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas,
                                   weight_decay=config.weight_decay)

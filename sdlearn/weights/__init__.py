@@ -30,6 +30,10 @@ def _builders():
     return {"SmallClassifier": (SmallClassifier, ClassifierConfig), "UNet": (UNet, UNetConfig)}
 
 
+def _is_diffusers(model) -> bool:
+    return any(c.__module__.startswith("diffusers.") for c in type(model).__mro__)
+
+
 def available() -> list[str]:
     return sorted(p.stem for p in WEIGHTS_DIR.glob("*.safetensors"))
 
@@ -37,8 +41,13 @@ def available() -> list[str]:
 def save(model: torch.nn.Module, path, info: dict | None = None) -> Path:
     """Write a model's weights and configuration (and an `info` dict) to one safetensors file."""
     path = Path(path)
-    metadata = {"class": type(model).__name__, "config": json.dumps(asdict(model.config)),
-                "info": json.dumps(info or {})}
+    if _is_diffusers(model):          # a diffusers model: its own config, class name prefixed
+        config = {k: v for k, v in dict(model.config).items() if not k.startswith("_")}
+        metadata = {"class": f"diffusers.{type(model).__name__}", "config": json.dumps(config, default=list),
+                    "info": json.dumps(info or {})}
+    else:
+        metadata = {"class": type(model).__name__, "config": json.dumps(asdict(model.config)),
+                    "info": json.dumps(info or {})}
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
@@ -67,6 +76,13 @@ def load(name_or_path, device: str | torch.device = "cpu") -> torch.nn.Module:
     path = _resolve(name_or_path)
     with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata() or {}
+    if metadata.get("class", "").startswith("diffusers."):
+        import diffusers
+
+        cls = getattr(diffusers, metadata["class"].split(".", 1)[1])
+        model = cls.from_config(json.loads(metadata["config"]))
+        model.load_state_dict(load_file(str(path)))
+        return model.to(device).eval()
     builders = _builders()
     if metadata.get("class") not in builders:
         raise ValueError(f"{path} does not say which model it holds (metadata 'class' is {metadata.get('class')!r})")

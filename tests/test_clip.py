@@ -1,0 +1,90 @@
+"""The small CLIP: the contrastive loss against a reference, embeddings, pooling, errors."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers.models.clip.modeling_clip import image_text_contrastive_loss as clip_loss
+
+from sdlearn.models.clip import CLIPConfig, SmallCLIP, contrastive_loss, zero_shot_classify
+from sdlearn.tokenizer import tokenize
+
+G = torch.Generator().manual_seed(0)
+SMALL = CLIPConfig(embed_dim=16, image_channels=(8, 16), text_hidden=32, text_layers=1, text_heads=2,
+                   text_intermediate=64)
+
+
+def test_contrastive_loss_equals_references():
+    logits = torch.randn(6, 6, generator=G) * 3
+    torch.testing.assert_close(contrastive_loss(logits), clip_loss(logits))
+    by_hand = 0.0
+    for i in range(6):                       # -log p(text i | image i) and -log p(image i | text i)
+        by_hand -= math.log(math.exp(logits[i, i]) / sum(math.exp(logits[i, j]) for j in range(6)))
+        by_hand -= math.log(math.exp(logits[i, i]) / sum(math.exp(logits[j, i]) for j in range(6)))
+    assert contrastive_loss(logits).item() == pytest.approx(by_hand / 12, rel=1e-5)
+    matched = torch.eye(6) * 20
+    assert contrastive_loss(matched) < 1e-6 < contrastive_loss(matched[torch.randperm(6, generator=G)])
+
+
+def test_embeddings_are_unit_length_and_logits_scaled():
+    torch.manual_seed(0)
+    model = SmallCLIP(SMALL).eval()
+    images = torch.randn(3, 1, 32, 32, generator=G)
+    ids = tokenize(["a photo of a sneaker", "a photo of a bag", "a shoe, upside down"])
+    with torch.no_grad():
+        image_emb, text_emb = model.encode_image(images), model.encode_text(ids)
+        logits = model(images, ids)
+    torch.testing.assert_close(image_emb.norm(dim=-1), torch.ones(3))
+    torch.testing.assert_close(text_emb.norm(dim=-1), torch.ones(3))
+    assert model.logit_scale.exp().item() == pytest.approx(1 / 0.07)
+    torch.testing.assert_close(logits, (1 / 0.07) * image_emb @ text_emb.T, rtol=1e-4, atol=1e-4)
+
+
+def test_text_pooling_takes_the_end_token_and_words_depend_on_context():
+    torch.manual_seed(0)
+    model = SmallCLIP(SMALL).eval()
+    ids = tokenize(["book a ticket", "read a book"])
+    with torch.no_grad():
+        hidden = model.text_features(ids)                          # (2, 77, 32)
+        pooled = model.text_model(input_ids=ids).pooler_output
+    eos = (ids == 49407).int().argmax(-1)                          # first end-of-text token
+    torch.testing.assert_close(pooled, hidden[torch.arange(2), eos])
+    book_first, book_last = hidden[0, 1], hidden[1, 3]              # the same token id 1116, other contexts
+    assert ids[0, 1] == ids[1, 3] == 1116
+    assert (book_first - book_last).abs().max() > 1e-3
+
+
+def test_training_steps_lower_the_loss():
+    torch.manual_seed(0)
+    model = SmallCLIP(SMALL)
+    images = -torch.ones(4, 1, 32, 32)             # four different shapes: what pooling cannot average away
+    images[0, :, 8:24, 8:24] = 1                                   # a square
+    images[1, :, 14:18, :] = 1                                     # a horizontal bar
+    images[2, :, ::4, ::4] = 1                                     # a grid of dots
+    images[3, :, :, 14:18] = 1                                     # a vertical bar
+    ids = tokenize(["a t-shirt", "a bag", "a sneaker", "a dress"])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(40):
+        loss = contrastive_loss(model(images, ids))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+    assert zero_shot_classify(model, images, ["a t-shirt", "a bag", "a sneaker", "a dress"]).tolist() == [0, 1, 2, 3]
+
+
+def test_bad_input_is_a_clear_error():
+    model = SmallCLIP(SMALL)
+    with pytest.raises(TypeError, match="pass token ids"):
+        model.encode_text(["a shoe"])
+    with pytest.raises(ValueError, match=r"expected images \(B, 1, H, W\), got \(2, 3, 32, 32\)"):
+        model.encode_image(torch.zeros(2, 3, 32, 32))
+    with pytest.raises(ValueError, match=r"expected token ids \(B, <= 77\), got \(1, 80\)"):
+        model.encode_text(torch.zeros(1, 80, dtype=torch.long))
+    with pytest.raises(ValueError, match="one caption per image"):
+        contrastive_loss(torch.zeros(3, 4))
+    with pytest.raises(ValueError, match="not divisible by text_heads"):
+        CLIPConfig(text_hidden=30, text_heads=4)
