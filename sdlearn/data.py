@@ -66,6 +66,25 @@ def fashion_caption(label: int, *, superclass: bool = False) -> str:
     return f"a photo of {article} {noun}"
 
 
+SHOE_CLASSES = (5, 7, 9)          # sandal, sneaker, ankle boot: in Fashion-MNIST their toes point left
+
+
+def fashion_caption_with_attributes(label: int, *, superclass: bool = False, mirrored: bool = False,
+                                    upside_down: bool = False) -> str:
+    """A caption that also describes how the image was changed, so that a text encoder must read it.
+
+    Shoes in Fashion-MNIST face left (toe on the left); mirrored, they face right. Any image
+    flipped vertically is "upside down". For example "a photo of a sneaker facing right" or
+    "a photo of a top, upside down".
+    """
+    caption = fashion_caption(label, superclass=superclass)
+    if int(label) in SHOE_CLASSES:
+        caption += " facing right" if mirrored else " facing left"
+    if upside_down:
+        caption += ", upside down"
+    return caption
+
+
 def _check_fashion_label(label) -> None:
     if isinstance(label, torch.Tensor):
         label = label.item()

@@ -147,3 +147,26 @@ def test_split_indices_partition():
     assert sorted(torch.cat([train, test]).tolist()) == list(range(100))
     with pytest.raises(ValueError, match="between 0 and 1"):
         split_indices(100, 1.5)
+
+
+def test_captions_with_attributes():
+    from sdlearn.data import fashion_caption_with_attributes as caption
+
+    assert caption(7) == "a photo of a sneaker facing left"
+    assert caption(7, mirrored=True) == "a photo of a sneaker facing right"
+    assert caption(9, superclass=True, mirrored=True, upside_down=True) == "a photo of a shoe facing right, upside down"
+    assert caption(0, mirrored=True) == "a photo of a t-shirt"            # a mirrored top is still just a top
+    assert caption(1, superclass=True, upside_down=True) == "a photo of a pair of trousers, upside down"
+    with pytest.raises(ValueError, match="int from 0 to 9"):
+        caption(10)
+
+
+def test_fashion_shoes_face_left():
+    """The attribute captions rely on it: the heel (the taller part) of the average shoe is on the right."""
+    from sdlearn.data import SHOE_CLASSES, load_fashion_mnist
+
+    images, labels = load_fashion_mnist("train")
+    columns = torch.arange(28.0)
+    for label in SHOE_CLASSES:
+        top_half = images[labels == label].mean(0)[0, :12].sum(0)
+        assert (top_half * columns).sum() / top_half.sum() > 17.0        # centre of mass right of the middle (13.5)
