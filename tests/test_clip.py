@@ -23,8 +23,23 @@ def test_contrastive_loss_equals_references():
         by_hand -= math.log(math.exp(logits[i, i]) / sum(math.exp(logits[i, j]) for j in range(6)))
         by_hand -= math.log(math.exp(logits[i, i]) / sum(math.exp(logits[j, i]) for j in range(6)))
     assert contrastive_loss(logits).item() == pytest.approx(by_hand / 12, rel=1e-5)
+    torch.testing.assert_close(contrastive_loss(logits, torch.arange(6)), clip_loss(logits))   # distinct captions
     matched = torch.eye(6) * 20
     assert contrastive_loss(matched) < 1e-6 < contrastive_loss(matched[torch.randperm(6, generator=G)])
+
+
+def test_repeated_captions_share_the_target():
+    captions = torch.tensor([0, 1, 0, 2])             # images 0 and 2 have the same caption
+    same = (captions[:, None] == captions[None, :]).float()
+    logits = (20 * same).requires_grad_(True)          # each image equally close to every copy of its caption
+    shared = contrastive_loss(logits, captions)
+    by_hand = -(same / same.sum(1, keepdim=True) * logits.log_softmax(1)).sum(1).mean()
+    torch.testing.assert_close(shared, by_hand)       # the matrix is symmetric: both directions agree
+    # this is the optimum when copies share the target, but not when each copy is a separate answer
+    assert torch.autograd.grad(shared, logits)[0].abs().max() < 1e-6
+    assert torch.autograd.grad(contrastive_loss(logits), logits)[0].abs().max() > 0.05
+    with pytest.raises(ValueError, match="one id per image"):
+        contrastive_loss(logits, torch.tensor([0, 1]))
 
 
 def test_embeddings_are_unit_length_and_logits_scaled():

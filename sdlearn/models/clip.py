@@ -110,16 +110,25 @@ class SmallCLIP(nn.Module):
             raise ValueError(f"expected token ids (B, <= {self.config.max_length}), got {tuple(input_ids.shape)}")
 
 
-def contrastive_loss(logits_per_image: torch.Tensor) -> torch.Tensor:
+def contrastive_loss(logits_per_image: torch.Tensor, caption_ids: torch.Tensor | None = None) -> torch.Tensor:
     """The symmetric InfoNCE loss of CLIP: image i's caption is text i, and text i's image is image i.
 
-    Cross-entropy over each row (which text goes with this image?) and over each column
-    (which image goes with this text?), averaged.
+    Cross-entropy over each row (which text goes with this image?) and over each column (which
+    image goes with this text?), averaged. With `caption_ids` (B,), texts that are the same
+    caption count as the same answer: the target of a row is spread evenly over every column
+    with that caption (a batch of Fashion-MNIST captions repeats captions often).
     """
     if logits_per_image.ndim != 2 or logits_per_image.shape[0] != logits_per_image.shape[1]:
         raise ValueError(f"expected a square matrix of logits (one caption per image), got "
                          f"{tuple(logits_per_image.shape)}")
-    targets = torch.arange(logits_per_image.shape[0], device=logits_per_image.device)
+    n = logits_per_image.shape[0]
+    if caption_ids is None:
+        targets = torch.arange(n, device=logits_per_image.device)
+        return (F.cross_entropy(logits_per_image, targets) + F.cross_entropy(logits_per_image.T, targets)) / 2
+    if caption_ids.shape != (n,):
+        raise ValueError(f"caption_ids must have one id per image, shape ({n},), got {tuple(caption_ids.shape)}")
+    same = (caption_ids[:, None] == caption_ids[None, :]).float()
+    targets = same / same.sum(dim=1, keepdim=True)
     return (F.cross_entropy(logits_per_image, targets) + F.cross_entropy(logits_per_image.T, targets)) / 2
 
 
