@@ -92,3 +92,21 @@ def test_train_command_line_lists_the_recipes():
 def test_shipped_weights_stay_small():
     total = sum(p.stat().st_size for p in weights.WEIGHTS_DIR.glob("*.safetensors"))
     assert total < 40 * 2 ** 20
+
+
+def test_shipped_autoencoder_reconstructs_and_scales(debian_fashion):
+    """vae_fashion: 1x32x32 to 4x8x8; PSNR >= 24 dB on test images; scaled latents of unit variance."""
+    from sdlearn.models.autoencoder import decode_latents, encode_latents, psnr
+    from sdlearn.recipes import fashion_for_diffusion
+
+    vae = weights.load("vae_fashion")
+    info = weights.read_info("vae_fashion")
+    assert type(vae).__name__ == "AutoencoderKL" and info["test_psnr"] >= 24
+    assert vae.config.scaling_factor == pytest.approx(info["scaling_factor"])
+    test_images, _ = fashion_for_diffusion("test")
+    latents = encode_latents(vae, test_images[:1000])
+    assert latents.shape == (1000, 4, 8, 8)
+    assert 0.9 < latents.std().item() < 1.1
+    reconstruction = decode_latents(vae, latents)
+    crop = (slice(None), slice(None), slice(2, 30), slice(2, 30))
+    assert psnr(reconstruction[crop], test_images[:1000][crop]).mean().item() >= 24
