@@ -172,8 +172,7 @@ def run_autoencoder(recipe: AutoencoderRecipe, out: Path, checkpoint_dir: Path |
         noise = torch.randn(posterior.mean.shape, generator=generator).to(x.device, posterior.mean.dtype)
         z = posterior.mean + posterior.std * noise                    # the reparameterisation trick
         reconstruction = m.decode(z).sample
-        kl = 0.5 * (posterior.mean.pow(2) + posterior.var - 1.0 - posterior.logvar).flatten(1).sum(1)
-        return F.mse_loss(reconstruction.float(), x) + recipe.kl_weight * kl.float().mean() / x[0].numel()
+        return F.mse_loss(reconstruction.float(), x) + recipe.kl_weight * posterior.kl().float().mean() / x[0].numel()
 
     extra = {"recipe": "autoencoder", "vae": json.loads(json.dumps(recipe.vae, default=list)),
              "kl_weight": recipe.kl_weight}

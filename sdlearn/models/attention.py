@@ -117,6 +117,7 @@ class SelfAttention2D(Attention):
         self.group_norm = nn.GroupNorm(groups, channels, eps=eps)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """`context` is accepted for a common block signature and ignored: this is self-attention."""
         b, c, h, w = x.shape
         tokens = self.group_norm(x).view(b, c, h * w).transpose(1, 2)      # (B, HW, C)
         out = super().forward(tokens)                                       # (B, HW, C)

@@ -101,10 +101,6 @@ def make_attention(channels: int, level: int, cfg: UNetConfig) -> nn.Module:
     return SelfAttention2D(channels, channels // cfg.heads(level), cfg.norm_num_groups, cfg.norm_eps)
 
 
-def _attend(attention: nn.Module, x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
-    return attention(x, context) if isinstance(attention, SpatialTransformer) else attention(x)
-
-
 def timestep_embedding(timesteps: torch.Tensor, dim: int, flip_sin_to_cos: bool = True, freq_shift: float = 0,
                        max_period: float = 10000.0) -> torch.Tensor:
     """The sinusoidal embedding of DDPM (from the Transformer's positional encoding).
@@ -191,7 +187,7 @@ class DownBlock(nn.Module):
         for i, resnet in enumerate(self.resnets):
             x = resnet(x, temb)
             if self.attentions is not None:
-                x = _attend(self.attentions[i], x, context)
+                x = self.attentions[i](x, context)
             skips.append(x)
         if self.downsamplers is not None:
             x = self.downsamplers[0](x)
@@ -220,7 +216,7 @@ class UpBlock(nn.Module):
             x = torch.cat([x, skips.pop()], dim=1)            # (B, C + C_skip, H, W)
             x = resnet(x, temb)
             if self.attentions is not None:
-                x = _attend(self.attentions[i], x, context)
+                x = self.attentions[i](x, context)
         if self.upsamplers is not None:
             x = self.upsamplers[0](x)
         return x
@@ -239,7 +235,7 @@ class MidBlock(nn.Module):
     def forward(self, x, temb, context=None):
         x = self.resnets[0](x, temb)
         if self.attentions is not None:
-            x = _attend(self.attentions[0], x, context)
+            x = self.attentions[0](x, context)
         return self.resnets[1](x, temb)
 
 
@@ -387,7 +383,7 @@ def config_from_diffusers(config) -> UNetConfig:
     """
     config = dict(config)
     unsupported = [f"{key}={config[key]!r}" for key, value in _ASSUMED.items()
-                   if key in config and config[key] != value and not (key == "downsample_padding" and config[key] == 1)]
+                   if key in config and config[key] != value]
     blocks = list(config.get("down_block_types", ())) + list(config.get("up_block_types", ()))
     unknown = [b for b in blocks if b not in _DOWN and b not in _UP]
     if unknown:

@@ -119,13 +119,15 @@ def tokenize(prompts, tokenizer=None, max_length: int = MAX_LENGTH) -> torch.Ten
     """
     prompts = check_prompts(prompts)
     tokenizer = tokenizer or clip_tokenizer()
-    full = tokenizer(prompts, add_special_tokens=True, padding=False, truncation=False)["input_ids"]
-    for prompt, ids in zip(prompts, full):
+    rows = []
+    for prompt, ids in zip(prompts, tokenizer(prompts, add_special_tokens=True)["input_ids"]):
         if len(ids) > max_length:
             dropped = len(ids) - max_length
-            kept = tokenizer.decode(ids[1:max_length - 1])
-            warnings.warn(f"the prompt {prompt[:60]!r}{'...' if len(prompt) > 60 else ''} has {len(ids) - 2} tokens; "
-                          f"only {max_length - 2} fit, so the last {dropped} were dropped. It now ends with "
-                          f"{kept[-40:]!r}; shorten the prompt to keep its end.", PromptTruncatedWarning, stacklevel=2)
-    batch = tokenizer(prompts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt")
-    return batch["input_ids"]
+            ids = ids[:max_length - 1] + [tokenizer.eos_token_id]          # keep the start, cut, end again
+            kept = tokenizer.decode(ids[1:-1])
+            warnings.warn(f"the prompt {prompt[:60]!r}{'...' if len(prompt) > 60 else ''} has "
+                          f"{len(ids) + dropped - 2} tokens; only {max_length - 2} fit, so the last {dropped} were "
+                          f"dropped. It now ends with {kept[-40:]!r}; shorten the prompt to keep its end.",
+                          PromptTruncatedWarning, stacklevel=2)
+        rows.append(ids + [tokenizer.pad_token_id] * (max_length - len(ids)))
+    return torch.tensor(rows, dtype=torch.long)
