@@ -70,15 +70,16 @@ SHOE_CLASSES = (5, 7, 9)          # sandal, sneaker, ankle boot: in Fashion-MNIS
 
 
 def fashion_caption_with_attributes(label: int, *, superclass: bool = False, mirrored: bool = False,
-                                    upside_down: bool = False) -> str:
+                                    upside_down: bool = False, say_direction: bool = True) -> str:
     """A caption that also describes how the image was changed, so that a text encoder must read it.
 
     Shoes in Fashion-MNIST face left (toe on the left); mirrored, they face right. Any image
     flipped vertically is "upside down". For example "a photo of a sneaker facing right" or
-    "a photo of a top, upside down".
+    "a photo of a top, upside down". With `say_direction=False` a shoe's direction is left
+    out: "a photo of a sneaker" is true of a shoe facing either way.
     """
     caption = fashion_caption(label, superclass=superclass)
-    if int(label) in SHOE_CLASSES:
+    if int(label) in SHOE_CLASSES and say_direction:
         caption += " facing right" if mirrored else " facing left"
     if upside_down:
         caption += ", upside down"

@@ -7,6 +7,7 @@ runs it (see `sdlearn.train`). The shipped weights in `sdlearn/weights/` were ma
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from sdlearn.data import load_fashion_mnist
 from sdlearn.losses import classification_loss, diffusion_loss
 from sdlearn.models.autoencoder import latent_autoencoder_config
 from sdlearn.models.classifier import ClassifierConfig, SmallClassifier, accuracy
+from sdlearn.models.clip import CLIPConfig
 from sdlearn.models.unet import UNet, UNetConfig
 from sdlearn.schedules import alphas_cumprod_from_betas, make_betas
 from sdlearn.training import TrainConfig, train
@@ -107,12 +109,20 @@ def run_ddpm(recipe: DDPMRecipe, out: Path, checkpoint_dir: Path | None = None, 
              stop_after: int | None = None) -> dict:
     torch.manual_seed(recipe.train.seed)
     images, _ = fashion_for_diffusion("train")
+    return _train_denoiser(recipe, images, out, checkpoint_dir, progress, stop_after, name="ddpm",
+                           flip=recipe.flip, sample_shape=(1, 32, 32), clip_sample=True, decode=None)
+
+
+def _train_denoiser(recipe: DDPMRecipe, data: torch.Tensor, out: Path, checkpoint_dir, progress, stop_after, *,
+                    name: str, flip: bool, sample_shape: tuple, clip_sample: bool, decode, extra_info=None,
+                    dtype: torch.dtype | None = None) -> dict:
+    """The DDPM training shared by the pixel and the latent recipes: `data` is what the U-Net denoises."""
     alphas_cumprod = ddpm_alphas_cumprod(recipe)
     model = UNet(recipe.model)
     snapshots = {}
 
     def loss_fn(m, x0, generator):
-        if recipe.flip:
+        if flip:
             mask = torch.rand(x0.shape[0], generator=generator) < 0.5
             x0 = torch.where(mask[:, None, None, None].to(x0.device), x0.flip(-1), x0)
         return diffusion_loss(m, x0, alphas_cumprod, generator, prediction_type=recipe.prediction_type,
@@ -124,25 +134,66 @@ def run_ddpm(recipe: DDPMRecipe, out: Path, checkpoint_dir: Path | None = None, 
         snapshots[step] = round(time.perf_counter() - started)
         if directory is not None:
             _save_sample_grid(ema_model, alphas_cumprod, recipe.prediction_type,
-                              Path(directory) / f"samples-{step:07d}.png", title=f"step {step}")
+                              Path(directory) / f"samples-{step:07d}.png", title=f"step {step}",
+                              shape=sample_shape, clip_sample=clip_sample, decode=decode)
             weights.save(ema_model, Path(directory) / f"snapshot-{step:07d}.safetensors",
                          {"step": step, "train_seconds": snapshots[step], "beta_schedule": recipe.beta_schedule,
                           "prediction_type": recipe.prediction_type})
 
-    extra = {"recipe": "ddpm", "beta_schedule": recipe.beta_schedule, "prediction_type": recipe.prediction_type,
+    extra = {"recipe": name, "beta_schedule": recipe.beta_schedule, "prediction_type": recipe.prediction_type,
              "snr_gamma": recipe.snr_gamma, "flip": recipe.flip, "model": asdict(recipe.model)}
-    result = train(model, loss_fn, images, recipe.train, checkpoint_dir=checkpoint_dir, extra=extra,
+    result = train(model, loss_fn, data, recipe.train, checkpoint_dir=checkpoint_dir, extra=extra,
                    sample_fn=snapshot, progress=progress, stop_after=stop_after)
     final = result.ema if result.ema is not None else result.model
-    info = {"recipe": "python -m sdlearn.train ddpm", "train_seconds": round(result.seconds),
+    info = {"recipe": f"python -m sdlearn.train {name}", "train_seconds": round(result.seconds),
             "images_per_second": round(result.images_per_second), "snapshot_seconds": snapshots,
             "beta_schedule": recipe.beta_schedule, "prediction_type": recipe.prediction_type,
             "num_processes": result.num_processes, "process_index": result.process_index,
             "checksum": result.checksum, "settings": _jsonable(recipe),
-            "final_loss": sum(result.losses[-100:]) / len(result.losses[-100:])}
+            "final_loss": sum(result.losses[-100:]) / len(result.losses[-100:]), **(extra_info or {})}
     if result.is_main_process:          # under `accelerate launch`, one process writes the weights
-        weights.save(final, out, {k: v for k, v in info.items() if k != "process_index"})
+        weights.save(final, out, {k: v for k, v in info.items() if k != "process_index"}, dtype=dtype)
     return info
+
+
+# --------------------------------------------------------------------------- latent DDPM
+
+@dataclass
+class LatentDDPMRecipe(DDPMRecipe):
+    """The DDPM recipe on the shipped autoencoder's latents (4x8x8) instead of pixels (1x32x32)."""
+
+    model: UNetConfig = field(default_factory=lambda: UNetConfig(
+        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(64, 128), layers_per_block=1,
+        attention_levels=(False, True), mid_attention=True, attention_head_dim=32, norm_num_groups=8))
+    autoencoder: str = "vae_fashion"           # shipped weights that encode the training images
+
+
+@torch.no_grad()
+def encode_dataset(vae, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """Scaled latents (the posterior means) of a whole image tensor, in batches."""
+    from sdlearn.models.autoencoder import encode_latents
+
+    return torch.cat([encode_latents(vae, images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+
+
+def run_latent_ddpm(recipe: LatentDDPMRecipe, out: Path, checkpoint_dir: Path | None = None, progress: bool = True,
+                    stop_after: int | None = None) -> dict:
+    from sdlearn.models.autoencoder import decode_latents
+
+    torch.manual_seed(recipe.train.seed)
+    vae = weights.load(recipe.autoencoder)
+    images, _ = fashion_for_diffusion("train")
+    started = time.perf_counter()
+    latents = encode_dataset(vae, images)
+    if recipe.flip:                 # a flipped latent is not the latent of the flipped image: encode those too
+        latents = torch.cat([latents, encode_dataset(vae, images.flip(-1))])
+    encode_seconds = time.perf_counter() - started
+    return _train_denoiser(recipe, latents, out, checkpoint_dir, progress, stop_after, name="latent_ddpm",
+                           flip=False, sample_shape=tuple(latents.shape[1:]), clip_sample=False,
+                           decode=lambda z: decode_latents(vae, z).clamp(-1, 1),
+                           extra_info={"encode_seconds": round(encode_seconds, 1), "latents": len(latents),
+                                       "autoencoder": recipe.autoencoder},
+                           dtype=torch.float16)         # stored in half precision: half the file
 
 
 # --------------------------------------------------------------------------- latent autoencoder
@@ -195,7 +246,112 @@ def run_autoencoder(recipe: AutoencoderRecipe, out: Path, checkpoint_dir: Path |
     return info
 
 
-def _save_sample_grid(model, alphas_cumprod, prediction_type, path: Path, title: str = "") -> None:
+# --------------------------------------------------------------------------- small CLIP
+
+@dataclass
+class CLIPRecipe:
+    model: CLIPConfig = field(default_factory=CLIPConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        steps=2000, batch_size=256, lr=1e-3, weight_decay=0.1, betas=(0.9, 0.98), warmup_steps=100,
+        lr_schedule="cosine", ema_decay=0.999, grad_clip=1.0, mixed_precision="bf16", seed=0, checkpoint_every=500))
+    superclass_p: float = 0.3        # captions that name the superclass ("a shoe") instead of the class
+    mirror_p: float = 0.5            # horizontal flips; a mirrored shoe faces right
+    say_direction_p: float = 0.5     # a shoe's caption says which way it faces
+    upside_down_p: float = 0.1       # vertical flips, always said: "..., upside down"
+
+
+def clip_caption_table() -> tuple[list[str], torch.Tensor]:
+    """Every training caption, and a lookup (label, superclass, mirrored, upside_down, say_direction) -> index."""
+    from sdlearn.data import fashion_caption_with_attributes
+
+    captions, lookup = [], torch.zeros(10, 2, 2, 2, 2, dtype=torch.long)
+    for label in range(10):
+        for sup in (0, 1):
+            for mirrored in (0, 1):
+                for upside_down in (0, 1):
+                    for say in (0, 1):
+                        text = fashion_caption_with_attributes(label, superclass=bool(sup), mirrored=bool(mirrored),
+                                                               upside_down=bool(upside_down), say_direction=bool(say))
+                        if text not in captions:
+                            captions.append(text)
+                        lookup[label, sup, mirrored, upside_down, say] = captions.index(text)
+    return captions, lookup
+
+
+def clip_batch(images, labels, recipe: CLIPRecipe, lookup: torch.Tensor, generator: torch.Generator):
+    """Randomly flip a batch of images and caption each one to match: (images, caption indices)."""
+    n = len(labels)
+    draw = lambda p: (torch.rand(n, generator=generator) < p).long()
+    sup, mirrored, upside_down, say = (draw(recipe.superclass_p), draw(recipe.mirror_p),
+                                       draw(recipe.upside_down_p), draw(recipe.say_direction_p))
+    images = torch.where(mirrored[:, None, None, None].bool().to(images.device), images.flip(-1), images)
+    images = torch.where(upside_down[:, None, None, None].bool().to(images.device), images.flip(-2), images)
+    return images, lookup[labels.cpu(), sup, mirrored, upside_down, say]
+
+
+@torch.no_grad()
+def evaluate_clip(model, images: torch.Tensor, labels: torch.Tensor) -> dict:
+    """Zero-shot accuracies on held-out images: classes, superclasses, and which way a shoe faces."""
+    from sdlearn.data import FASHION_SUPERCLASSES, SHOE_CLASSES, fashion_caption, superclass_of
+    from sdlearn.models.clip import zero_shot_classify
+
+    model.eval()
+    classes = [fashion_caption(c) for c in range(10)]
+    result = {"zero_shot_accuracy": (zero_shot_classify(model, images, classes) == labels).float().mean().item()}
+    names = list(FASHION_SUPERCLASSES)
+    prompts = [fashion_caption(members[0], superclass=True) for members in FASHION_SUPERCLASSES.values()]
+    truth = torch.tensor([names.index(superclass_of(int(y))) for y in labels])
+    result["superclass_accuracy"] = (zero_shot_classify(model, images, prompts) == truth).float().mean().item()
+    shoes = torch.isin(labels, torch.tensor(SHOE_CLASSES))
+    shoe_images, shoe_labels = images[shoes], labels[shoes]
+    mirrored = torch.arange(len(shoe_labels)) % 2 == 1
+    shoe_images = torch.where(mirrored[:, None, None, None], shoe_images.flip(-1), shoe_images)
+    correct = 0
+    for label in SHOE_CLASSES:                  # for each shoe class: "facing left" or "facing right"?
+        mask = shoe_labels == label
+        prompts = [f"{fashion_caption(label)} facing left", f"{fashion_caption(label)} facing right"]
+        correct += (zero_shot_classify(model, shoe_images[mask], prompts) == mirrored[mask].long()).sum().item()
+    result["direction_accuracy"] = correct / len(shoe_labels)
+    return result
+
+
+def run_clip(recipe: CLIPRecipe, out: Path, checkpoint_dir: Path | None = None, progress: bool = True,
+             stop_after: int | None = None) -> dict:
+    from sdlearn.models.clip import SmallCLIP, contrastive_loss
+    from sdlearn.tokenizer import tokenize
+
+    torch.manual_seed(recipe.train.seed)
+    images, labels = fashion_for_diffusion("train")
+    test_images, test_labels = fashion_for_diffusion("test")
+    captions, lookup = clip_caption_table()
+    caption_ids = tokenize(captions)
+    model = SmallCLIP(recipe.model)
+
+    def loss_fn(m, batch, generator):
+        x, caption_index = clip_batch(batch[0], batch[1], recipe, lookup, generator)
+        unique, inverse = torch.unique(caption_index, return_inverse=True)   # encode each caption once
+        text = m.encode_text(caption_ids[unique].to(x.device))[inverse.to(x.device)]
+        logits = m.logit_scale.clamp(max=math.log(100.0)).exp() * m.encode_image(x) @ text.T
+        return contrastive_loss(logits.float(), caption_index.to(x.device))
+
+    extra = {"recipe": "clip", "model": asdict(recipe.model),
+             "captions": [recipe.superclass_p, recipe.mirror_p, recipe.say_direction_p, recipe.upside_down_p]}
+    result = train(model, loss_fn, (images, labels), recipe.train, checkpoint_dir=checkpoint_dir, extra=extra,
+                   progress=progress, stop_after=stop_after)
+    final = result.ema if result.ema is not None else result.model
+    info = {"recipe": "python -m sdlearn.train clip", "train_seconds": round(result.seconds),
+            "images_per_second": round(result.images_per_second), "num_processes": result.num_processes,
+            "process_index": result.process_index, "checksum": result.checksum, "settings": _jsonable(recipe),
+            "captions": len(captions), "final_loss": sum(result.losses[-100:]) / len(result.losses[-100:])}
+    if result.is_main_process:
+        info.update(evaluate_clip(final, test_images, test_labels))
+        info["temperature"] = 1 / final.logit_scale.exp().item()
+        weights.save(final, out, {k: v for k, v in info.items() if k != "process_index"}, dtype=torch.float16)
+    return info
+
+
+def _save_sample_grid(model, alphas_cumprod, prediction_type, path: Path, title: str = "", shape=(1, 32, 32),
+                      clip_sample: bool = True, decode=None) -> None:
     """Sixteen samples (25 DDIM steps, fixed seed) saved as a PNG: training progress at a glance."""
     import matplotlib.pyplot as plt
 
@@ -206,8 +362,11 @@ def _save_sample_grid(model, alphas_cumprod, prediction_type, path: Path, title:
     was_training = model.training
     model.eval()
     images = generate(model, 16, alphas_cumprod=alphas_cumprod, num_inference_steps=25,
-                      prediction_type=prediction_type, clip_sample=True, seed=0, device=next(model.parameters()).device)
+                      prediction_type=prediction_type, clip_sample=clip_sample, seed=0, shape=shape,
+                      device=next(model.parameters()).device)
     model.train(was_training)
+    if decode is not None:
+        images = decode(images)
     fig = show_images(images, ncols=8, vmin=-1, vmax=1, imsize=1.0, suptitle=title)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
@@ -223,4 +382,6 @@ RECIPES = {
     "ddpm": (DDPMRecipe, run_ddpm, "the pixel-space DDPM on Fashion-MNIST (32x32)"),
     "ddpm_plain": (plain_ddpm_recipe, run_ddpm, "the baseline DDPM recipe the shipped one is compared with"),
     "autoencoder": (AutoencoderRecipe, run_autoencoder, "the latent autoencoder (AutoencoderKL, 1x32x32 to 4x8x8)"),
+    "latent_ddpm": (LatentDDPMRecipe, run_latent_ddpm, "the same DDPM on the latent autoencoder's 4x8x8 latents"),
+    "clip": (CLIPRecipe, run_clip, "the small CLIP: image and text encoders for captioned Fashion-MNIST"),
 }

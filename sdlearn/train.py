@@ -21,7 +21,8 @@ from sdlearn.recipes import RECIPES
 from sdlearn.weights import WEIGHTS_DIR
 
 SHIPPED = {"classifier": "fashion_classifier", "ddpm": "ddpm_fashion", "ddpm_plain": "ddpm_fashion_plain",
-           "autoencoder": "vae_fashion"}
+           "autoencoder": "vae_fashion", "clip": "clip_fashion",
+           "latent_ddpm": "ldm_fashion"}
 
 
 def main(argv=None) -> int:

@@ -103,3 +103,66 @@ def test_bad_input_is_a_clear_error():
         contrastive_loss(torch.zeros(3, 4))
     with pytest.raises(ValueError, match="not divisible by text_heads"):
         CLIPConfig(text_hidden=30, text_heads=4)
+
+
+def test_caption_table_matches_the_caption_function():
+    from sdlearn.data import fashion_caption_with_attributes
+    from sdlearn.recipes import clip_caption_table
+
+    captions, lookup = clip_caption_table()
+    assert len(captions) == len(set(captions)) == lookup.max().item() + 1
+    assert captions[lookup[7, 0, 1, 0, 1]] == "a photo of a sneaker facing right"
+    assert captions[lookup[7, 1, 1, 1, 0]] == "a photo of a shoe, upside down"
+    for label in range(10):                    # every index names the caption of its settings
+        for sup, mirrored, upside_down, say in [(0, 0, 0, 0), (1, 1, 0, 1), (0, 1, 1, 1)]:
+            expected = fashion_caption_with_attributes(label, superclass=bool(sup), mirrored=bool(mirrored),
+                                                       upside_down=bool(upside_down), say_direction=bool(say))
+            assert captions[lookup[label, sup, mirrored, upside_down, say]] == expected
+
+
+def test_clip_batch_flips_exactly_the_images_its_captions_describe():
+    from sdlearn.recipes import CLIPRecipe, clip_batch, clip_caption_table
+
+    captions, lookup = clip_caption_table()
+    recipe = CLIPRecipe(mirror_p=0.5, upside_down_p=0.5, say_direction_p=1.0)
+    images = torch.randn(200, 1, 8, 8, generator=G)
+    labels = torch.tensor([5, 7, 9, 0] * 50)                      # shoes say which way they face
+    flipped, index = clip_batch(images, labels, recipe, lookup, torch.Generator().manual_seed(3))
+    for image, out, label, i in zip(images, flipped, labels, index):
+        text = captions[i]
+        expected = image.flip(-1) if "facing right" in text else image
+        expected = expected.flip(-2) if "upside down" in text else expected
+        if label == 0:                                            # a top's caption cannot say it was mirrored
+            assert torch.equal(out, expected) or torch.equal(out, expected.flip(-1))
+        else:
+            assert torch.equal(out, expected), text
+    assert 0.3 < sum("upside down" in captions[i] for i in index) / 200 < 0.7
+
+
+def test_clip_weights_round_trip_in_half_precision(tmp_path):
+    from sdlearn import weights
+
+    model = SmallCLIP(SMALL).eval()
+    path = weights.save(model, tmp_path / "clip.safetensors", {"note": "test"}, dtype=torch.float16)
+    loaded = weights.load(path)
+    assert type(loaded) is SmallCLIP and next(loaded.parameters()).dtype == torch.float32
+    ids = tokenize(["a photo of a bag", "a photo of a coat"])
+    images = torch.randn(3, 1, 32, 32, generator=G)
+    with torch.no_grad():
+        assert torch.allclose(loaded(images, ids), model(images, ids), atol=0.05)
+        assert not torch.equal(loaded(images, ids), model(images, ids))   # stored in half: rounded, not copied
+
+
+def test_shipped_clip_classifies_zero_shot(debian_fashion):
+    """clip_fashion: zero-shot accuracy >= 85% on the Fashion-MNIST test set, as its model card says."""
+    from sdlearn import weights
+    from sdlearn.data import fashion_caption
+    from sdlearn.recipes import fashion_for_diffusion
+
+    model = weights.load("clip_fashion")
+    info = weights.read_info("clip_fashion")
+    images, labels = fashion_for_diffusion("test")
+    predicted = zero_shot_classify(model, images, [fashion_caption(c) for c in range(10)])
+    accuracy = (predicted == labels).float().mean().item()
+    assert accuracy >= 0.85
+    assert accuracy == pytest.approx(info["zero_shot_accuracy"], abs=0.005)

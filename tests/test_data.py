@@ -157,6 +157,8 @@ def test_captions_with_attributes():
     assert caption(9, superclass=True, mirrored=True, upside_down=True) == "a photo of a shoe facing right, upside down"
     assert caption(0, mirrored=True) == "a photo of a t-shirt"            # a mirrored top is still just a top
     assert caption(1, superclass=True, upside_down=True) == "a photo of a pair of trousers, upside down"
+    assert caption(5, mirrored=True, say_direction=False) == "a photo of a sandal"   # true either way round
+    assert caption(5, upside_down=True, say_direction=False) == "a photo of a sandal, upside down"
     with pytest.raises(ValueError, match="int from 0 to 9"):
         caption(10)
 

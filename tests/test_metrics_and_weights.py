@@ -85,7 +85,7 @@ def test_unknown_weights_list_the_shipped_ones():
 def test_train_command_line_lists_the_recipes():
     result = subprocess.run([sys.executable, "-m", "sdlearn.train", "--help"], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0
-    for name in ("classifier", "ddpm", "ddpm_plain"):
+    for name in ("classifier", "ddpm", "ddpm_plain", "autoencoder", "latent_ddpm", "clip"):
         assert name in result.stdout
 
 

@@ -26,8 +26,10 @@ WEIGHTS_DIR = Path(__file__).resolve().parent
 
 def _builders():
     from sdlearn.models.classifier import ClassifierConfig, SmallClassifier
+    from sdlearn.models.clip import CLIPConfig, SmallCLIP
     from sdlearn.models.unet import UNet, UNetConfig
-    return {"SmallClassifier": (SmallClassifier, ClassifierConfig), "UNet": (UNet, UNetConfig)}
+    return {"SmallClassifier": (SmallClassifier, ClassifierConfig), "UNet": (UNet, UNetConfig),
+            "SmallCLIP": (SmallCLIP, CLIPConfig)}
 
 
 def _is_diffusers(model) -> bool:
@@ -38,8 +40,12 @@ def available() -> list[str]:
     return sorted(p.stem for p in WEIGHTS_DIR.glob("*.safetensors"))
 
 
-def save(model: torch.nn.Module, path, info: dict | None = None) -> Path:
-    """Write a model's weights and configuration (and an `info` dict) to one safetensors file."""
+def save(model: torch.nn.Module, path, info: dict | None = None, dtype: torch.dtype | None = None) -> Path:
+    """Write a model's weights and configuration (and an `info` dict) to one safetensors file.
+
+    With `dtype` (e.g. torch.float16) floating-point tensors are stored in that type to halve
+    the file; `load` puts them back into the model's own float32 parameters.
+    """
     path = Path(path)
     if _is_diffusers(model):          # a diffusers model: its own config, class name prefixed
         config = {k: v for k, v in dict(model.config).items() if not k.startswith("_")}
@@ -49,6 +55,8 @@ def save(model: torch.nn.Module, path, info: dict | None = None) -> Path:
         metadata = {"class": type(model).__name__, "config": json.dumps(asdict(model.config)),
                     "info": json.dumps(info or {})}
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if dtype is not None:
+        tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     return path
