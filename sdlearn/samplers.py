@@ -334,11 +334,13 @@ SAMPLERS = {
 def generate(network, n: int, *, alphas_cumprod: torch.Tensor, sampler: str = "ddim", num_inference_steps: int = 50,
              spacing: str = "trailing", prediction_type: str = "epsilon", shape: tuple = (1, 32, 32),
              batch_size: int = 250, seed: int = 0, device: str | torch.device = "cpu", progress: bool = False,
-             **sampler_kwargs) -> torch.Tensor:
+             decode=None, **sampler_kwargs) -> torch.Tensor:
     """Draw `n` samples in batches with one of `SAMPLERS`; the same seed gives the same images.
 
     Returns a CPU tensor (n, *shape) in the model's data range. Each batch has its own
     generator seeded from (seed, batch index), so the first k images do not depend on n.
+    For a latent model, `shape` is the latent shape and `decode` (for example
+    `lambda z: decode_latents(vae, z)`) turns each batch into images as it is drawn.
     """
     from tqdm.auto import tqdm
 
@@ -356,6 +358,10 @@ def generate(network, n: int, *, alphas_cumprod: torch.Tensor, sampler: str = "d
         x = torch.randn((size, *shape), generator=generator).to(device)
         if sampler not in ("ddpm", "ddim"):
             x = x * schedule.init_noise_sigma
-        out.append(SAMPLERS[sampler](model, x, schedule, prediction_type=prediction_type, generator=generator,
-                                     **sampler_kwargs).cpu())
+        result = SAMPLERS[sampler](model, x, schedule, prediction_type=prediction_type, generator=generator,
+                                   **sampler_kwargs)
+        if decode is not None:
+            with torch.no_grad():
+                result = decode(result)
+        out.append(result.cpu())
     return torch.cat(out)

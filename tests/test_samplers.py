@@ -134,3 +134,25 @@ def test_stable_diffusion_schedule_matches_the_published_table():
                        0.6056, 0.4397, 0.2780, 0.0292, 0.0000]
     np.testing.assert_allclose(schedule.timesteps.numpy(), expected_timesteps, atol=5e-5)
     np.testing.assert_allclose(schedule.sigmas.numpy(), expected_sigmas, atol=5e-5)
+
+
+def test_generate_decodes_each_batch_for_latent_models():
+    from sdlearn.samplers import generate
+
+    class Zero(torch.nn.Module):
+        def forward(self, x, t):
+            return torch.zeros_like(x)
+
+    alphas_cumprod = torch.linspace(0.999, 0.01, 1000)
+    calls = []
+
+    def decode(z):
+        calls.append(z.shape)
+        return z.mean(1, keepdim=True).repeat_interleave(4, -1).repeat_interleave(4, -2)
+
+    plain = generate(Zero(), 5, alphas_cumprod=alphas_cumprod, num_inference_steps=3, shape=(4, 8, 8), batch_size=2)
+    images = generate(Zero(), 5, alphas_cumprod=alphas_cumprod, num_inference_steps=3, shape=(4, 8, 8), batch_size=2,
+                      decode=decode)
+    assert calls == [(2, 4, 8, 8), (2, 4, 8, 8), (1, 4, 8, 8)]
+    assert images.shape == (5, 1, 32, 32)
+    assert torch.allclose(images, decode(plain))
