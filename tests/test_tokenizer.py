@@ -1,6 +1,7 @@
 """CLIP's tokenizer from the vendored BPE vocabulary: the ids of the original, padding, truncation, errors."""
 
 import hashlib
+import logging
 import warnings
 
 import pytest
@@ -87,3 +88,28 @@ def test_files_round_trip_through_from_pretrained(tmp_path):
 def test_bad_prompts_are_clear_errors(bad, error, match):
     with pytest.raises(error, match=match):
         tokenize(bad)
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+def test_truncation_is_reported_once_by_our_warning_not_by_a_transformers_log_line():
+    from transformers.utils import logging as hf_logging
+
+    fresh = clip_tokenizer.__wrapped__()            # transformers logs its line once per tokenizer object
+    recorder, library_logger, verbosity = _Records(), logging.getLogger("transformers"), hf_logging.get_verbosity()
+    hf_logging.set_verbosity_warning()
+    library_logger.addHandler(recorder)
+    try:
+        with pytest.warns(PromptTruncatedWarning):
+            tokenize("a shoe " * 100, tokenizer=fresh)
+    finally:
+        library_logger.removeHandler(recorder)
+        hf_logging.set_verbosity(verbosity)
+    assert [record.getMessage() for record in recorder.records] == []

@@ -120,7 +120,8 @@ def tokenize(prompts, tokenizer=None, max_length: int = MAX_LENGTH) -> torch.Ten
     prompts = check_prompts(prompts)
     tokenizer = tokenizer or clip_tokenizer()
     rows = []
-    for prompt, ids in zip(prompts, tokenizer(prompts, add_special_tokens=True)["input_ids"]):
+    # verbose=False: transformers would log that the ids are too long; the warning below says more.
+    for prompt, ids in zip(prompts, tokenizer(prompts, add_special_tokens=True, verbose=False)["input_ids"]):
         if len(ids) > max_length:
             dropped = len(ids) - max_length
             ids = ids[:max_length - 1] + [tokenizer.eos_token_id]          # keep the start, cut, end again
