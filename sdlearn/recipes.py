@@ -278,15 +278,25 @@ def clip_caption_table() -> tuple[list[str], torch.Tensor]:
     return captions, lookup
 
 
-def clip_batch(images, labels, recipe: CLIPRecipe, lookup: torch.Tensor, generator: torch.Generator):
-    """Randomly flip a batch of images and caption each one to match: (images, caption indices)."""
+def draw_captions(labels, recipe, lookup: torch.Tensor, generator: torch.Generator):
+    """Random caption settings for a batch: (mirrored, upside_down, caption indices), flags as bool tensors.
+
+    `recipe` supplies the probabilities `superclass_p`, `mirror_p`, `upside_down_p` and
+    `say_direction_p`; the caller flips each image as the flags say.
+    """
     n = len(labels)
     draw = lambda p: (torch.rand(n, generator=generator) < p).long()
     sup, mirrored, upside_down, say = (draw(recipe.superclass_p), draw(recipe.mirror_p),
                                        draw(recipe.upside_down_p), draw(recipe.say_direction_p))
-    images = torch.where(mirrored[:, None, None, None].bool().to(images.device), images.flip(-1), images)
-    images = torch.where(upside_down[:, None, None, None].bool().to(images.device), images.flip(-2), images)
-    return images, lookup[labels.cpu(), sup, mirrored, upside_down, say]
+    return mirrored.bool(), upside_down.bool(), lookup[labels.cpu(), sup, mirrored, upside_down, say]
+
+
+def clip_batch(images, labels, recipe: CLIPRecipe, lookup: torch.Tensor, generator: torch.Generator):
+    """Randomly flip a batch of images and caption each one to match: (images, caption indices)."""
+    mirrored, upside_down, index = draw_captions(labels, recipe, lookup, generator)
+    images = torch.where(mirrored[:, None, None, None].to(images.device), images.flip(-1), images)
+    images = torch.where(upside_down[:, None, None, None].to(images.device), images.flip(-2), images)
+    return images, index
 
 
 @torch.no_grad()
@@ -350,6 +360,86 @@ def run_clip(recipe: CLIPRecipe, out: Path, checkpoint_dir: Path | None = None, 
     return info
 
 
+# --------------------------------------------------------------------------- text to image
+
+@dataclass
+class Text2ImageRecipe:
+    """A latent U-Net with cross-attention, conditioned on the frozen text encoder of `clip_fashion`."""
+
+    model: UNetConfig = field(default_factory=lambda: UNetConfig(
+        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(64, 128), layers_per_block=1,
+        attention_levels=(True, True), mid_attention=True, attention_head_dim=32, norm_num_groups=8,
+        cross_attention_dim=64))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        steps=6000, batch_size=128, lr=2e-3, weight_decay=0.0, warmup_steps=200, lr_schedule="cosine",
+        ema_decay=0.999, grad_clip=1.0, mixed_precision="bf16", seed=0, checkpoint_every=500))
+    beta_schedule: str = "squaredcos_cap_v2"
+    prediction_type: str = "v_prediction"
+    snr_gamma: float | None = 5.0
+    superclass_p: float = 0.3        # the captions of the CLIP recipe
+    mirror_p: float = 0.5
+    say_direction_p: float = 0.5
+    upside_down_p: float = 0.1
+    drop_caption_p: float = 0.1      # the empty caption instead: the unconditional model of guidance
+    autoencoder: str = "vae_fashion"
+    text_encoder: str = "clip_fashion"
+
+
+def run_text2image(recipe: Text2ImageRecipe, out: Path, checkpoint_dir: Path | None = None, progress: bool = True,
+                   stop_after: int | None = None) -> dict:
+    """Train the text-to-image U-Net and write a complete diffusers folder (see `sdlearn.pipelines`)."""
+    from sdlearn.models.unet import to_diffusers
+    from sdlearn.pipelines import write_pipeline
+    from sdlearn.tokenizer import tokenize
+
+    torch.manual_seed(recipe.train.seed)
+    vae = weights.load(recipe.autoencoder)
+    clip = weights.load(recipe.text_encoder)
+    images, labels = fashion_for_diffusion("train")
+    started = time.perf_counter()
+    variants = [encode_dataset(vae, images), encode_dataset(vae, images.flip(-1)),         # as is, mirrored,
+                encode_dataset(vae, images.flip(-2)), encode_dataset(vae, images.flip(-1).flip(-2))]  # upside down
+    captions, lookup = clip_caption_table()
+    with torch.no_grad():                          # the text encoder is frozen: encode each caption once
+        context = clip.text_features(tokenize(captions + [""]))
+    empty = len(captions)
+    encode_seconds = time.perf_counter() - started
+    alphas_cumprod = ddpm_alphas_cumprod(recipe)
+    model = UNet(recipe.model)
+
+    def loss_fn(m, batch, generator):
+        *z, y = batch
+        mirrored, upside_down, index = draw_captions(y, recipe, lookup, generator)
+        drop = torch.rand(len(y), generator=generator) < recipe.drop_caption_p
+        index = torch.where(drop, torch.full_like(index, empty), index)
+        choice = (mirrored.long() + 2 * upside_down.long()).to(y.device)[:, None, None, None]
+        x0 = torch.where(choice == 0, z[0], torch.where(choice == 1, z[1], torch.where(choice == 2, z[2], z[3])))
+        ctx = context[index].to(x0.device)
+        return diffusion_loss(lambda x, t: m(x, t, context=ctx), x0, alphas_cumprod, generator,
+                              prediction_type=recipe.prediction_type, snr_gamma=recipe.snr_gamma)
+
+    extra = {"recipe": "text2image", "model": asdict(recipe.model), "prediction_type": recipe.prediction_type,
+             "beta_schedule": recipe.beta_schedule, "snr_gamma": recipe.snr_gamma,
+             "captions": [recipe.superclass_p, recipe.mirror_p, recipe.say_direction_p, recipe.upside_down_p,
+                          recipe.drop_caption_p], "autoencoder": recipe.autoencoder,
+             "text_encoder": recipe.text_encoder}
+    result = train(model, loss_fn, (*variants, labels), recipe.train, checkpoint_dir=checkpoint_dir, extra=extra,
+                   progress=progress, stop_after=stop_after)
+    final = result.ema if result.ema is not None else result.model
+    info = {"recipe": "python -m sdlearn.train text2image", "train_seconds": round(result.seconds),
+            "encode_seconds": round(encode_seconds, 1), "images_per_second": round(result.images_per_second),
+            "num_processes": result.num_processes, "process_index": result.process_index,
+            "checksum": result.checksum, "settings": _jsonable(recipe),
+            "final_loss": sum(result.losses[-100:]) / len(result.losses[-100:])}
+    if result.is_main_process:
+        folder = out.with_suffix("") if out.suffix == ".safetensors" else out
+        write_pipeline(folder, unet=to_diffusers(final.float().eval()), vae=vae, text_encoder=clip.text_model,
+                       beta_schedule=recipe.beta_schedule, prediction_type=recipe.prediction_type,
+                       info={k: v for k, v in info.items() if k != "process_index"})
+        info["folder"] = str(folder)
+    return info
+
+
 def _save_sample_grid(model, alphas_cumprod, prediction_type, path: Path, title: str = "", shape=(1, 32, 32),
                       clip_sample: bool = True, decode=None) -> None:
     """Sixteen samples (25 DDIM steps, fixed seed) saved as a PNG: training progress at a glance."""
@@ -384,4 +474,6 @@ RECIPES = {
     "autoencoder": (AutoencoderRecipe, run_autoencoder, "the latent autoencoder (AutoencoderKL, 1x32x32 to 4x8x8)"),
     "latent_ddpm": (LatentDDPMRecipe, run_latent_ddpm, "the same DDPM on the latent autoencoder's 4x8x8 latents"),
     "clip": (CLIPRecipe, run_clip, "the small CLIP: image and text encoders for captioned Fashion-MNIST"),
+    "text2image": (Text2ImageRecipe, run_text2image, "the text-to-image model: a diffusers folder for "
+                                                     "StableDiffusionPipeline"),
 }

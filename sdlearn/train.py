@@ -22,7 +22,7 @@ from sdlearn.weights import WEIGHTS_DIR
 
 SHIPPED = {"classifier": "fashion_classifier", "ddpm": "ddpm_fashion", "ddpm_plain": "ddpm_fashion_plain",
            "autoencoder": "vae_fashion", "clip": "clip_fashion",
-           "latent_ddpm": "ldm_fashion"}
+           "latent_ddpm": "ldm_fashion", "text2image": "fashion_text2image"}
 
 
 def main(argv=None) -> int:

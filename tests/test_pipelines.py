@@ -1,0 +1,66 @@
+"""The diffusers folder of a text-to-image model: written by sdlearn, loaded by diffusers unchanged."""
+
+import json
+
+import pytest
+import torch
+
+from sdlearn import pipelines
+from sdlearn.models.unet import UNet, UNetConfig, to_diffusers
+
+TINY_UNET = UNetConfig(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32), layers_per_block=1,
+                       attention_levels=(True, True), mid_attention=True, attention_head_dim=8, norm_num_groups=8,
+                       cross_attention_dim=32)
+
+
+def _parts():
+    from diffusers import AutoencoderKL
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(0)
+    unet = to_diffusers(UNet(TINY_UNET)).eval()
+    vae = AutoencoderKL(in_channels=1, out_channels=1, latent_channels=4, norm_num_groups=8,
+                        block_out_channels=(8, 8, 8), down_block_types=("DownEncoderBlock2D",) * 3,
+                        up_block_types=("UpDecoderBlock2D",) * 3).eval()
+    text = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                        num_attention_heads=2, max_position_embeddings=77, bos_token_id=49406,
+                                        eos_token_id=49407, pad_token_id=49407)).eval()
+    return unet, vae, text
+
+
+def test_written_folder_loads_in_stable_diffusion_pipeline(tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    unet, vae, text = _parts()
+    folder = pipelines.write_pipeline(tmp_path / "tiny", unet=unet, vae=vae, text_encoder=text,
+                                      beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction",
+                                      info={"train_seconds": 1})
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["_class_name"] == "StableDiffusionPipeline" and index["safety_checker"] == [None, None]
+    assert pipelines.read_info(folder) == {"train_seconds": 1}
+    pipe = StableDiffusionPipeline.from_pretrained(str(folder))             # diffusers alone, no sdlearn code
+    assert pipe.unet.dtype == pipe.text_encoder.dtype == pipe.vae.dtype == torch.float32
+    assert pipe.scheduler.config.prediction_type == "v_prediction"
+    assert pipe.scheduler.config.timestep_spacing == "trailing"
+    # stored in half precision: the loaded weights are the originals rounded to float16
+    original = unet.state_dict()["conv_in.weight"]
+    loaded = pipe.unet.state_dict()["conv_in.weight"]
+    assert torch.equal(loaded, original.half().float()) and not torch.equal(loaded, original)
+    out = pipe("a photo of a bag", num_inference_steps=2, output_type="pt",
+               generator=torch.Generator().manual_seed(0)).images
+    assert out.shape == (1, 1, 32, 32) and torch.isfinite(out).all()
+
+
+def test_rewriting_a_folder_replaces_it_whole(tmp_path):
+    unet, vae, text = _parts()
+    kwargs = dict(unet=unet, vae=vae, text_encoder=text, beta_schedule="linear", prediction_type="epsilon")
+    folder = pipelines.write_pipeline(tmp_path / "p", info={"run": 1}, **kwargs)
+    (folder / "stale.txt").write_text("from the first run")
+    pipelines.write_pipeline(tmp_path / "p", info={"run": 2}, **kwargs)
+    assert pipelines.read_info(folder) == {"run": 2} and not (folder / "stale.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p"]                 # no staging left behind
+
+
+def test_unknown_pipeline_lists_the_shipped_ones(tmp_path):
+    with pytest.raises(FileNotFoundError, match="shipped pipelines"):
+        pipelines.load("no_such_model")
