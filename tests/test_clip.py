@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from transformers.models.clip.modeling_clip import image_text_contrastive_loss as clip_loss
 
-from sdlearn.models.clip import CLIPConfig, SmallCLIP, contrastive_loss, zero_shot_classify
+from sdlearn.models.clip import CLIPConfig, SmallCLIP, contrastive_loss, encode_images, retrieve, zero_shot_classify
 from sdlearn.tokenizer import tokenize
 
 G = torch.Generator().manual_seed(0)
@@ -166,3 +166,62 @@ def test_shipped_clip_classifies_zero_shot(debian_fashion):
     accuracy = (predicted == labels).float().mean().item()
     assert accuracy >= 0.85
     assert accuracy == pytest.approx(info["zero_shot_accuracy"], abs=0.005)
+
+
+def test_encode_images_in_batches_equals_one_batch():
+    torch.manual_seed(0)
+    model = SmallCLIP(SMALL).eval()
+    images = torch.randn(7, 1, 32, 32, generator=G)
+    with torch.no_grad():
+        whole = model.encode_image(images)
+    batched = encode_images(model, images, batch_size=3)              # batches of 3, 3 and 1
+    assert batched.shape == (7, 16) and not batched.requires_grad
+    torch.testing.assert_close(batched, whole, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        encode_images(model, images, batch_size=0)
+
+
+def test_retrieve_ranks_the_gallery_by_cosine_similarity():
+    gallery = torch.randn(50, 8, generator=G)
+    queries = torch.randn(3, 8, generator=G)
+    scores, indices = retrieve(queries, gallery, k=5)
+    assert scores.shape == indices.shape == (3, 5)
+    for q in range(3):                                    # against a sort of every cosine similarity
+        cosine = torch.tensor([F.cosine_similarity(queries[q], row, dim=0).item() for row in gallery])
+        best = cosine.argsort(descending=True)[:5]
+        assert indices[q].tolist() == best.tolist()
+        torch.testing.assert_close(scores[q], cosine[best])
+    assert (scores[:, :-1] >= scores[:, 1:]).all()                   # best first
+    # lengths do not count: stretching one gallery row changes its dot product, not its rank
+    stretched = gallery.clone()
+    stretched[indices[0, -1]] *= 100
+    assert retrieve(queries, stretched, k=5)[1].tolist() == indices.tolist()
+    assert (queries[:1] @ stretched.T).argmax().item() == indices[0, -1].item()   # a raw dot product would pick it
+
+
+@pytest.mark.slow
+def test_shipped_clip_retrieves_what_the_text_asks_for(debian_fashion):
+    """Among 600 test images, 300 of them mirrored, the ten best matches of a caption all fit it."""
+    from sdlearn import weights
+    from sdlearn.recipes import fashion_for_diffusion
+
+    model = weights.load("clip_fashion")
+    images, labels = fashion_for_diffusion("test")
+    images, labels = images[:300], labels[:300]
+    gallery = encode_images(model, torch.cat([images, images.flip(-1)]), batch_size=200)   # (600, 64)
+    labels, mirrored = torch.cat([labels, labels]), torch.arange(600) >= 300
+    with torch.no_grad():
+        text = model.encode_text(tokenize(["a photo of a bag", "a photo of an ankle boot facing right"]))
+    _, indices = retrieve(text, gallery, k=10)
+    assert (labels[indices[0]] == 8).all()
+    assert (labels[indices[1]] == 9).all() and mirrored[indices[1]].all()
+
+
+def test_retrieve_bad_input_is_a_clear_error():
+    gallery = torch.randn(4, 8, generator=G)
+    with pytest.raises(ValueError, match=r"pass query\[None\]"):
+        retrieve(torch.randn(8, generator=G), gallery, k=2)
+    with pytest.raises(ValueError, match="embed both with the same model"):
+        retrieve(torch.randn(1, 6, generator=G), gallery, k=2)
+    with pytest.raises(ValueError, match="between 1 and the gallery size 4"):
+        retrieve(torch.randn(1, 8, generator=G), gallery, k=5)

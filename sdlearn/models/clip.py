@@ -142,3 +142,31 @@ def zero_shot_classify(model: SmallCLIP, images: torch.Tensor, class_prompts: li
     predictions = [(model.encode_image(images[i:i + batch_size]) @ text.T).argmax(-1)
                    for i in range(0, len(images), batch_size)]
     return torch.cat(predictions)
+
+
+@torch.no_grad()
+def encode_images(model: SmallCLIP, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Unit-length embeddings (N, embed_dim) of many images, `batch_size` at a time, without gradients."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    return torch.cat([model.encode_image(chunk) for chunk in images.split(batch_size)])
+
+
+def retrieve(queries: torch.Tensor, gallery: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k gallery items most similar to each query, best first: (cosine similarities, indices), each (Q, k).
+
+    `queries` (Q, D) are usually text embeddings and `gallery` (N, D) image embeddings (text-to-image
+    retrieval), or the other way round. Both are normalised here, so the ranking is by cosine similarity
+    whatever their lengths.
+    """
+    if queries.ndim != 2 or gallery.ndim != 2:
+        raise ValueError(f"expected queries (Q, D) and a gallery (N, D), got {tuple(queries.shape)} and "
+                         f"{tuple(gallery.shape)}; for a single query pass query[None]")
+    if queries.shape[1] != gallery.shape[1]:
+        raise ValueError(f"the queries have {queries.shape[1]} dimensions and the gallery {gallery.shape[1]}; "
+                         "embed both with the same model")
+    if not 1 <= k <= gallery.shape[0]:
+        raise ValueError(f"k must be between 1 and the gallery size {gallery.shape[0]}, got {k}")
+    similarity = F.normalize(queries, dim=-1) @ F.normalize(gallery, dim=-1).T      # (Q, N)
+    scores, indices = similarity.topk(k, dim=-1)                                     # sorted, largest first
+    return scores, indices
