@@ -42,6 +42,14 @@ def test_repeated_captions_share_the_target():
         contrastive_loss(logits, torch.tensor([0, 1]))
 
 
+def test_copies_with_one_embedding_give_the_plain_loss():
+    """When every copy of a caption has the same text vector, sharing the target changes nothing."""
+    captions = torch.tensor([0, 1, 0, 2, 1])
+    text = torch.randn(3, 8, generator=G)[captions]                 # copies: identical columns
+    logits = torch.randn(5, 8, generator=G) @ text.T
+    torch.testing.assert_close(contrastive_loss(logits, captions), contrastive_loss(logits))
+
+
 def test_embeddings_are_unit_length_and_logits_scaled():
     torch.manual_seed(0)
     model = SmallCLIP(SMALL).eval()

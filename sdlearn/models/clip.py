@@ -117,6 +117,12 @@ def contrastive_loss(logits_per_image: torch.Tensor, caption_ids: torch.Tensor |
     image goes with this text?), averaged. With `caption_ids` (B,), texts that are the same
     caption count as the same answer: the target of a row is spread evenly over every column
     with that caption (a batch of Fashion-MNIST captions repeats captions often).
+
+    When the copies of a caption have the same embedding, as they do when the text encoder sees
+    them all, their columns are identical and both forms give the same loss and the same
+    gradients; the shared targets matter when copies differ (for example, with dropout in the
+    text encoder). Either way, a batch with repeated captions cannot reach a loss of 0: lesson
+    12 measures the floor.
     """
     if logits_per_image.ndim != 2 or logits_per_image.shape[0] != logits_per_image.shape[1]:
         raise ValueError(f"expected a square matrix of logits (one caption per image), got "
