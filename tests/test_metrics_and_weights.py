@@ -110,3 +110,26 @@ def test_shipped_autoencoder_reconstructs_and_scales(debian_fashion):
     reconstruction = decode_latents(vae, latents)
     crop = (slice(None), slice(None), slice(2, 30), slice(2, 30))
     assert psnr(reconstruction[crop], test_images[:1000][crop]).mean().item() >= 24
+
+
+def test_shipped_latent_ddpm_draws_clothes_through_the_decoder(debian_fashion):
+    """ldm_fashion: the DDPM recipe on vae_fashion's latents; its decoded samples are judged as clothes."""
+    from sdlearn.metrics import evaluate_samples
+    from sdlearn.models.autoencoder import decode_latents
+    from sdlearn.recipes import DDPMRecipe, ddpm_alphas_cumprod, to_classifier_range
+    from sdlearn.samplers import generate
+
+    info = weights.read_info("ldm_fashion")
+    unet = weights.load("ldm_fashion")
+    vae = weights.load(info["autoencoder"])
+    assert next(unet.parameters()).dtype == torch.float32          # stored in half precision, loaded in float32
+    assert (unet.config.in_channels, unet.config.sample_size) == (vae.config.latent_channels, 8)
+    alphas_cumprod = ddpm_alphas_cumprod(DDPMRecipe(beta_schedule=info["beta_schedule"]))
+    images = generate(unet, 200, alphas_cumprod=alphas_cumprod, num_inference_steps=20,
+                      prediction_type=info["prediction_type"], shape=(4, 8, 8), seed=0,
+                      decode=lambda z: decode_latents(vae, z)).clamp(-1, 1)
+    assert images.shape == (200, 1, 32, 32)
+    report = evaluate_samples(to_classifier_range(images))
+    assert report.entropy > 0.9 and report.mean_confidence > 0.75         # varied, and recognisable
+    noise = torch.randn(200, 1, 32, 32, generator=torch.Generator().manual_seed(0)).clamp(-1, 1)
+    assert evaluate_samples(to_classifier_range(noise)).frechet > 3 * report.frechet
