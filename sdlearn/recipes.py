@@ -10,6 +10,7 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -190,7 +191,7 @@ def run_latent_ddpm(recipe: LatentDDPMRecipe, out: Path, checkpoint_dir: Path | 
     encode_seconds = time.perf_counter() - started
     return _train_denoiser(recipe, latents, out, checkpoint_dir, progress, stop_after, name="latent_ddpm",
                            flip=False, sample_shape=tuple(latents.shape[1:]), clip_sample=False,
-                           decode=lambda z: decode_latents(vae, z).clamp(-1, 1),
+                           decode=partial(decode_latents, vae),
                            extra_info={"encode_seconds": round(encode_seconds, 1), "latents": len(latents),
                                        "autoencoder": recipe.autoencoder},
                            dtype=torch.float16)         # stored in half precision: half the file
@@ -284,10 +285,8 @@ def draw_captions(labels, recipe, lookup: torch.Tensor, generator: torch.Generat
     `recipe` supplies the probabilities `superclass_p`, `mirror_p`, `upside_down_p` and
     `say_direction_p`; the caller flips each image as the flags say.
     """
-    n = len(labels)
-    draw = lambda p: (torch.rand(n, generator=generator) < p).long()
-    sup, mirrored, upside_down, say = (draw(recipe.superclass_p), draw(recipe.mirror_p),
-                                       draw(recipe.upside_down_p), draw(recipe.say_direction_p))
+    probabilities = torch.tensor([recipe.superclass_p, recipe.mirror_p, recipe.upside_down_p, recipe.say_direction_p])
+    sup, mirrored, upside_down, say = (torch.rand(4, len(labels), generator=generator) < probabilities[:, None]).long()
     return mirrored.bool(), upside_down.bool(), lookup[labels.cpu(), sup, mirrored, upside_down, say]
 
 
@@ -415,7 +414,11 @@ def run_text2image(recipe: Text2ImageRecipe, out: Path, checkpoint_dir: Path | N
         choice = (mirrored.long() + 2 * upside_down.long()).to(y.device)[:, None, None, None]
         x0 = torch.where(choice == 0, z[0], torch.where(choice == 1, z[1], torch.where(choice == 2, z[2], z[3])))
         ctx = context[index].to(x0.device)
-        return diffusion_loss(lambda x, t: m(x, t, context=ctx), x0, alphas_cumprod, generator,
+
+        def conditioned(x, t):                     # the U-Net, reading this batch's captions
+            return m(x, t, context=ctx)
+
+        return diffusion_loss(conditioned, x0, alphas_cumprod, generator,
                               prediction_type=recipe.prediction_type, snr_gamma=recipe.snr_gamma)
 
     extra = {"recipe": "text2image", "model": asdict(recipe.model), "prediction_type": recipe.prediction_type,

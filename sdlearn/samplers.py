@@ -340,7 +340,7 @@ def generate(network, n: int, *, alphas_cumprod: torch.Tensor, sampler: str = "d
     Returns a CPU tensor (n, *shape) in the model's data range. Each batch has its own
     generator seeded from (seed, batch index), so the first k images do not depend on n.
     For a latent model, `shape` is the latent shape and `decode` (for example
-    `lambda z: decode_latents(vae, z)`) turns each batch into images as it is drawn.
+    `functools.partial(decode_latents, vae)`) turns each batch into images as it is drawn.
     """
     from tqdm.auto import tqdm
 
