@@ -5,6 +5,9 @@ rebuild the model without any other file:
 
     classifier = load("fashion_classifier")   # SmallClassifier, Fashion-MNIST, 28x28
     unet = load("ddpm_fashion")                # UNet noise predictor, Fashion-MNIST padded to 32x32
+    vae = load("vae_fashion")                  # diffusers AutoencoderKL, 1x32x32 to 4x8x8 latents
+    latent_unet = load("ldm_fashion")          # UNet noise predictor on vae_fashion's latents
+    clip = load("clip_fashion")                # SmallCLIP: image and text encoders, CLIP's tokenizer
 
 `python -m sdlearn.train RECIPE` writes them (see each model card in the book).
 """
