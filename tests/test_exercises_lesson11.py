@@ -81,7 +81,7 @@ def one_position_for_all(features, ids):
 
 
 WRONG = [
-    ("11.1", pad_with_zeros, "not with 0"),
+    ("11.1", pad_with_zeros, "Stable Diffusion 1.x pads with the end token"),
     ("11.1", no_padding, "now pad"),
     ("11.1", no_truncation, "keep pieces[:75]"),
     ("11.1", keep_the_end, "keeps the first 75"),

@@ -6,7 +6,7 @@ import torch
 
 from sdlearn.exercises import Failed, exercise
 
-START, END = 49406, 49407          # CLIP's <|startoftext|> and <|endoftext|>; the end token also pads
+START, END = 49406, 49407          # CLIP's <|startoftext|> and <|endoftext|>; in SD 1.x the end token also pads
 CONTEXT = 77                       # CLIP's context length
 
 
@@ -55,8 +55,9 @@ def check_clip_input_ids(clip_input_ids):
             raise Failed(f"the first id should be the start token {START} (<|startoftext|>), got {got[0]}.")
         padding = got[len(pieces[:CONTEXT - 2]) + 2:]
         if padding and all(i == 0 for i in padding):
-            raise Failed(f"CLIP pads with the end token {END}, not with 0 (id 0 is the symbol '!'). Stable "
-                         "Diffusion 1.x's tokenizer has pad token = end token.")
+            raise Failed(f"Stable Diffusion 1.x pads with the end token {END}, not with 0: its tokenizer's pad "
+                         "token is the end token. (OpenAI's clip.tokenize, OpenCLIP and Stable Diffusion 2.x do pad "
+                         "with 0, the symbol '!'; a text encoder needs the padding it was trained with.)")
         if len(pieces) > CONTEXT - 2:
             if got[1:CONTEXT - 1] == pieces[-(CONTEXT - 2):]:
                 raise Failed("you kept the last 75 pieces; CLIP keeps the first 75 and drops the rest.")
@@ -68,7 +69,7 @@ def check_clip_input_ids(clip_input_ids):
         first_difference = next(i for i, (a, b) in enumerate(zip(got, expected)) if a != b)
         raise Failed(f"for {name} the ids should be [{START}] + the first 75 pieces + [{END}], padded with {END} "
                      f"to 77; yours differ first at position {first_difference}.")
-    return "the same ids as sdlearn.tokenizer.tokenize (and CLIP's own tokenizer)."
+    return "the same ids as sdlearn.tokenizer.tokenize and Stable Diffusion 1.x's CLIPTokenizer."
 
 
 def _small_text_model(seed: int, hidden: int = 8):
@@ -175,7 +176,7 @@ def check_pooled_output(pooled_output):
         "that is the vector of the last slot (the last 49407 of each row), which is padding for every prompt "
         "shorter than 75 pieces; take the first 49407 of each row, the end-of-text token itself.": features[:, -1],
         "that is the start token's vector; it has seen nothing but itself (CLIP's text transformer is causal). "
-        "Take the end-of-text token's vector: it is the only one that has seen the whole prompt.": features[:, 0],
+        "Take the end-of-text token's vector: it is the first one that has seen the whole prompt.": features[:, 0],
         "that is the average over all 77 positions; CLIP takes the single vector at the end-of-text token.":
             features.mean(1),
         "every prompt used the same position; find the end-of-text position row by row "
