@@ -167,7 +167,7 @@ def check_scaling_factor(scaling_factor):
         "standard deviation of 1.": latents.std().item(),
         "you divided by the variance; divide by the standard deviation.": 1.0 / latents.var().item(),
         "you divided by the root mean square, which includes the latents' mean; use the standard deviation "
-        "(the spread around the mean), as diffusers and Stable Diffusion do.": 1.0 / latents.pow(2).mean().sqrt().item(),
+        "(the spread around the mean), as Stable Diffusion's authors did.": 1.0 / latents.pow(2).mean().sqrt().item(),
         "you averaged the per-channel standard deviations; take the standard deviation of all the numbers at "
         "once (the channels' different means add to the spread).": 1.0 / latents.std(dim=(0, 2, 3)).mean().item(),
     }
