@@ -370,7 +370,7 @@ class Text2ImageRecipe:
         attention_levels=(True, True), mid_attention=True, attention_head_dim=32, norm_num_groups=8,
         cross_attention_dim=64))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        steps=6000, batch_size=128, lr=2e-3, weight_decay=0.0, warmup_steps=200, lr_schedule="cosine",
+        steps=3600, batch_size=128, lr=2e-3, weight_decay=0.0, warmup_steps=200, lr_schedule="cosine",
         ema_decay=0.999, grad_clip=1.0, mixed_precision="bf16", seed=0, checkpoint_every=500))
     beta_schedule: str = "squaredcos_cap_v2"
     prediction_type: str = "v_prediction"
