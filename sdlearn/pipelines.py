@@ -93,6 +93,18 @@ def read_info(name_or_path) -> dict:
     return json.loads(file.read_text()) if file.exists() else {}
 
 
+SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"      # the Hub id of Stable Diffusion 1.5
+
+
+class HubUnavailableError(OSError):
+    """A model was asked for by its Hub id, and neither the Hub nor a local copy could provide it."""
+
+
+def _is_hub_id(name) -> bool:
+    text = str(name)
+    return text.count("/") == 1 and not Path(text).exists() and not text.startswith((".", "/", "~"))
+
+
 def _resolve(name_or_path) -> Path:
     path = Path(name_or_path)
     if (path / "model_index.json").exists():
@@ -100,13 +112,38 @@ def _resolve(name_or_path) -> Path:
     candidate = WEIGHTS_DIR / str(name_or_path)
     if (candidate / "model_index.json").exists():
         return candidate
-    raise FileNotFoundError(f"no pipeline called {name_or_path!r}; shipped pipelines: {', '.join(shipped()) or 'none'}")
+    raise FileNotFoundError(f"no pipeline called {name_or_path!r}: give a shipped name ({', '.join(shipped()) or 'none'}), "
+                            f"a folder holding a model_index.json, or a Hugging Face Hub id such as {SD15!r}")
 
 
-def load(name_or_path, device: str | torch.device = "cpu"):
-    """A `diffusers.StableDiffusionPipeline` from a shipped name or a local folder, in float32."""
+def load(name_or_path, device: str | torch.device | None = None, *, dtype: torch.dtype | None = None,
+         attention_slicing: bool = False):
+    """A `diffusers.StableDiffusionPipeline` from a shipped name, a local folder or a Hub id.
+
+    - A shipped name or a folder loads offline, in float32, on `device` (default: the CPU).
+    - A Hub id such as `SD15` loads from the Hugging Face Hub or its local cache, by default on
+      the GPU in float16 when there is one (on a CPU, float32). `attention_slicing=True` computes
+      attention in slices, for GPUs with little memory. Without a network and without a cached
+      copy this raises `HubUnavailableError`, which says what to do instead.
+    """
     from diffusers import StableDiffusionPipeline
 
-    pipe = StableDiffusionPipeline.from_pretrained(str(_resolve(name_or_path)), torch_dtype=torch.float32)
+    if _is_hub_id(name_or_path) and not (WEIGHTS_DIR / str(name_or_path)).exists():
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = dtype or (torch.float16 if str(device).startswith("cuda") else torch.float32)
+        try:
+            pipe = StableDiffusionPipeline.from_pretrained(str(name_or_path), torch_dtype=dtype, safety_checker=None,
+                                                           requires_safety_checker=False)
+        except (OSError, ValueError) as error:
+            raise HubUnavailableError(
+                f"could not load {name_or_path!r} from the Hugging Face Hub or its local cache ({type(error).__name__}: "
+                f"{str(error).splitlines()[0][:200]}). It needs a network connection the first time, and about 5 GB "
+                f"of disk; a GPU makes it practical. Without them, use the model shipped with sdlearn: "
+                f"sdlearn.pipelines.load({shipped()[0] if shipped() else 'NAME'!r}).") from error
+    else:
+        pipe = StableDiffusionPipeline.from_pretrained(str(_resolve(name_or_path)), torch_dtype=dtype or torch.float32)
+        device = device or "cpu"
+    if attention_slicing:
+        pipe.enable_attention_slicing()
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)

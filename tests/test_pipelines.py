@@ -62,5 +62,17 @@ def test_rewriting_a_folder_replaces_it_whole(tmp_path):
 
 
 def test_unknown_pipeline_lists_the_shipped_ones(tmp_path):
-    with pytest.raises(FileNotFoundError, match="shipped pipelines"):
+    with pytest.raises(FileNotFoundError, match="give a shipped name"):
         pipelines.load("no_such_model")
+
+
+def test_a_hub_id_without_network_or_cache_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty_cache"))
+    with pytest.raises(pipelines.HubUnavailableError, match="local cache.*use the model shipped with sdlearn"):
+        pipelines.load("stable-diffusion-v1-5/stable-diffusion-v1-5")
+
+
+def test_unknown_names_say_what_is_accepted():
+    with pytest.raises(FileNotFoundError, match="a shipped name .*Hugging Face Hub id"):
+        pipelines.load("./no_such_folder")
