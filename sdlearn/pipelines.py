@@ -132,7 +132,7 @@ def load(name_or_path, device: str | torch.device | None = None, *, dtype: torch
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = dtype or (torch.float16 if str(device).startswith("cuda") else torch.float32)
         try:
-            pipe = StableDiffusionPipeline.from_pretrained(str(name_or_path), torch_dtype=dtype, safety_checker=None,
+            pipe = StableDiffusionPipeline.from_pretrained(str(name_or_path), dtype=dtype, safety_checker=None,
                                                            requires_safety_checker=False)
         except (OSError, ValueError) as error:
             raise HubUnavailableError(
@@ -141,7 +141,7 @@ def load(name_or_path, device: str | torch.device | None = None, *, dtype: torch
                 f"of disk; a GPU makes it practical. Without them, use the model shipped with sdlearn: "
                 f"sdlearn.pipelines.load({shipped()[0] if shipped() else 'NAME'!r}).") from error
     else:
-        pipe = StableDiffusionPipeline.from_pretrained(str(_resolve(name_or_path)), torch_dtype=dtype or torch.float32)
+        pipe = StableDiffusionPipeline.from_pretrained(str(_resolve(name_or_path)), dtype=dtype or torch.float32)
         device = device or "cpu"
     if attention_slicing:
         pipe.enable_attention_slicing()

@@ -76,3 +76,32 @@ def test_a_hub_id_without_network_or_cache_is_a_clear_error(tmp_path, monkeypatc
 def test_unknown_names_say_what_is_accepted():
     with pytest.raises(FileNotFoundError, match="a shipped name .*Hugging Face Hub id"):
         pipelines.load("./no_such_folder")
+
+
+def test_a_folder_with_stable_diffusion_15s_layout_loads_and_runs(tmp_path):
+    """SD 1.5's layout (block types, 8x autoencoder, RGB, CLIP text encoder), narrowed so it runs here."""
+    from dataclasses import replace
+
+    from diffusers import AutoencoderKL
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from sdlearn.models.unet import SD15_UNET_CONFIG, sd15_unet_config
+
+    torch.manual_seed(0)
+    layout = replace(sd15_unet_config(), block_out_channels=(32, 32, 64, 64), cross_attention_dim=32,
+                     norm_num_groups=8, sample_size=8, num_attention_heads=2)
+    unet = to_diffusers(UNet(layout)).eval()
+    assert [b for b in unet.config.down_block_types] == SD15_UNET_CONFIG["down_block_types"]
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=8, layers_per_block=2,
+                        block_out_channels=(8, 8, 16, 16), down_block_types=("DownEncoderBlock2D",) * 4,
+                        up_block_types=("UpDecoderBlock2D",) * 4, scaling_factor=0.18215).eval()
+    text = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                        num_attention_heads=2, max_position_embeddings=77, hidden_act="quick_gelu",
+                                        bos_token_id=49406, eos_token_id=49407, pad_token_id=49407)).eval()
+    folder = pipelines.write_pipeline(tmp_path / "sd15_layout", unet=unet, vae=vae, text_encoder=text,
+                                      beta_schedule="scaled_linear", prediction_type="epsilon")
+    pipe = pipelines.load(folder, attention_slicing=True)
+    assert pipe.vae_scale_factor == 8 and pipe.unet.dtype == torch.float32
+    images = pipe("an astronaut riding a horse", negative_prompt="blurry", num_inference_steps=2, guidance_scale=7.5,
+                  output_type="pt", generator=torch.Generator().manual_seed(0)).images
+    assert images.shape == (1, 3, 64, 64) and torch.isfinite(images).all()
