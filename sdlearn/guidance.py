@@ -22,6 +22,7 @@ off: the model runs once per step, on the prompt alone, and the negative prompt 
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Callable
 
@@ -124,8 +125,9 @@ def text_to_image(pipe, prompt, *, negative_prompt=None, guidance_scale: float =
     shape = (len(prompts), unet.config.in_channels, height // factor, width // factor)
     latents = torch.randn(shape, generator=generator, device=device, dtype=context.dtype)
     latents = latents * scheduler.init_noise_sigma
-    step_kwargs = {"generator": generator} if "generator" in _step_parameters(scheduler) else {}
-    if "eta" in _step_parameters(scheduler):
+    accepted = inspect.signature(scheduler.step).parameters       # as diffusers: pass what the step takes
+    step_kwargs = {"generator": generator} if "generator" in accepted else {}
+    if "eta" in accepted:
         step_kwargs["eta"] = 0.0
     prediction_type = scheduler.config.prediction_type
     alphas_cumprod = scheduler.alphas_cumprod.to(device)
@@ -149,8 +151,3 @@ def text_to_image(pipe, prompt, *, negative_prompt=None, guidance_scale: float =
     images = vae.decode(latents / vae.config.scaling_factor, return_dict=False)[0]
     return (images / 2 + 0.5).clamp(0, 1)
 
-
-def _step_parameters(scheduler) -> set[str]:
-    import inspect
-
-    return set(inspect.signature(scheduler.step).parameters)

@@ -7,7 +7,6 @@ runs it (see `sdlearn.train`). The shipped weights in `sdlearn/weights/` were ma
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -340,7 +339,7 @@ def run_clip(recipe: CLIPRecipe, out: Path, checkpoint_dir: Path | None = None, 
         x, caption_index = clip_batch(batch[0], batch[1], recipe, lookup, generator)
         unique, inverse = torch.unique(caption_index, return_inverse=True)   # encode each caption once
         text = m.encode_text(caption_ids[unique].to(x.device))[inverse.to(x.device)]
-        logits = m.logit_scale.clamp(max=math.log(100.0)).exp() * m.encode_image(x) @ text.T
+        logits = m.logits(m.encode_image(x), text)
         return contrastive_loss(logits.float(), caption_index.to(x.device))
 
     extra = {"recipe": "clip", "model": asdict(recipe.model),

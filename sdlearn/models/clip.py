@@ -98,10 +98,14 @@ class SmallCLIP(nn.Module):
         pooled = self.text_model(input_ids=input_ids).pooler_output
         return F.normalize(self.text_projection(pooled), dim=-1)
 
+    def logits(self, image_embeddings: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
+        """Unit-length embeddings to logits_per_image: the learned scale (capped at 100) times their cosines."""
+        scale = self.logit_scale.clamp(max=math.log(100.0)).exp()
+        return scale * image_embeddings @ text_embeddings.T
+
     def forward(self, images: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
         """logits_per_image (B_images, B_texts) = scale * cosine similarity."""
-        scale = self.logit_scale.clamp(max=math.log(100.0)).exp()
-        return scale * self.encode_image(images) @ self.encode_text(input_ids).T
+        return self.logits(self.encode_image(images), self.encode_text(input_ids))
 
     def _check_ids(self, input_ids):
         if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (torch.long, torch.int32):
@@ -145,9 +149,7 @@ def zero_shot_classify(model: SmallCLIP, images: torch.Tensor, class_prompts: li
     from sdlearn.tokenizer import tokenize
 
     text = model.encode_text(tokenize(class_prompts, tokenizer))
-    predictions = [(model.encode_image(images[i:i + batch_size]) @ text.T).argmax(-1)
-                   for i in range(0, len(images), batch_size)]
-    return torch.cat(predictions)
+    return (encode_images(model, images, batch_size) @ text.T).argmax(-1)
 
 
 @torch.no_grad()
