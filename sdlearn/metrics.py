@@ -7,7 +7,9 @@
 - accuracy against the intended labels, for class- or text-conditioned models;
 - Fréchet distance between the classifier's features of the samples and of the test set
   (as FID does with Inception features), beside the real-against-real baseline: the
-  distance from 2,000 training images to the test set.
+  distance from 2,000 training images to the test set;
+- for a text-to-image pipeline, `evaluate_prompt`: accuracy, diversity and saturation of the
+  images one prompt makes, at a given guidance scale and negative prompt.
 
 Images go in as (N, 1, 28, 28) in [0, 1] (`sdlearn.recipes.to_classifier_range` converts
 the DDPM's 32x32 [-1, 1] images).
@@ -116,3 +118,102 @@ def evaluate_samples(images: torch.Tensor, classifier=None, labels: torch.Tensor
     return SampleReport(n=len(images), histogram=histogram, entropy=normalized_entropy(histogram),
                         mean_confidence=probs.max(-1).values.mean().item(), accuracy=accuracy,
                         frechet=frechet_distance(features, test_features), frechet_real=frechet_real)
+
+
+# --------------------------------------------------------------------------- text-to-image prompts
+
+SATURATION_LEVEL = 0.98      # a pixel at or above this (in [0, 1]) counts as burnt-out white
+
+
+@dataclass
+class PromptReport:
+    """What the shipped classifier says about `n` images generated from one prompt."""
+    prompt: str
+    negative_prompt: str | None
+    guidance_scale: float
+    n: int
+    histogram: list[int]        # images per Fashion-MNIST class
+    accuracy: float | None      # fraction classified into the target classes (None without a target)
+    mean_confidence: float      # the classifier's average top probability
+    diversity: float            # mean pairwise feature distance, relative to real images of the same classes
+    saturation: float           # fraction of pixels >= SATURATION_LEVEL
+    saturation_real: float      # the same for real images of the same classes
+    seconds: float              # time to generate the images
+    images: torch.Tensor | None = None    # (n, 1, 32, 32) in [0, 1]; left out of the printed report
+
+    def __repr__(self) -> str:
+        guided = f"guidance {self.guidance_scale:g}"
+        negative = f", negative {self.negative_prompt!r}" if self.negative_prompt else ""
+        counts = ", ".join(f"{name} {c}" for name, c in zip(FASHION_CLASSES, self.histogram) if c)
+        accuracy = "" if self.accuracy is None else f"accuracy {self.accuracy:.1%}   "
+        return (f"{self.prompt!r} ({guided}{negative}): {self.n} images in {self.seconds:.1f} s\n"
+                f"  {accuracy}confidence {self.mean_confidence:.3f}   diversity {self.diversity:.2f}   "
+                f"saturated pixels {self.saturation:.2%} (real {self.saturation_real:.2%})\n  classes: {counts}")
+
+
+def _targets(target) -> list[int] | None:
+    if target is None:
+        return None
+    targets = [int(target)] if isinstance(target, int) else [int(t) for t in target]
+    if not targets or any(t < 0 or t > 9 for t in targets):
+        raise ValueError(f"target must be a Fashion-MNIST class (0 to 9) or a list of them, got {target!r}")
+    return targets
+
+
+def mean_pairwise_distance(features: torch.Tensor) -> float:
+    """Average Euclidean distance between two different rows of (N, D) features."""
+    if len(features) < 2:
+        raise ValueError("diversity needs at least 2 images")
+    distances = torch.cdist(features.double(), features.double())
+    n = len(features)
+    return float(distances.sum() / (n * (n - 1)))
+
+
+@lru_cache(maxsize=16)
+def _real_reference(classifier_id: int, classifier, classes: tuple[int, ...] | None) -> tuple[float, float]:
+    """Mean pairwise feature distance and saturation of up to 1,000 test images of `classes`."""
+    images, labels = load_fashion_mnist("test")
+    if classes is not None:
+        images = images[torch.isin(labels, torch.tensor(classes))]
+    images = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:1000]]
+    _, features = classify(classifier, images)
+    return mean_pairwise_distance(features), (images >= SATURATION_LEVEL).float().mean().item()
+
+
+def evaluate_prompt(pipe, prompt: str, target=None, *, negative_prompt: str | None = None,
+                    guidance_scale: float = 7.5, n: int = 50, num_inference_steps: int = 25, seed: int = 0,
+                    classifier=None, keep_images: bool = False) -> PromptReport:
+    """Generate `n` images from one prompt with a Fashion-MNIST pipeline and score them.
+
+    `target` is the class (or list of classes) the prompt asks for: accuracy is the fraction
+    of images the classifier puts there. Diversity divides the mean distance between two
+    generated images' classifier features by the same for real test images of the target
+    classes (all classes without a target): 1 is as varied as the real thing, 0 is one image
+    repeated. The images come from one `torch.Generator` seeded with `seed`.
+    """
+    import time
+
+    targets = _targets(target)
+    if n < 2:
+        raise ValueError(f"n must be at least 2 to measure diversity, got {n}")
+    if classifier is None:
+        classifier = shipped_classifier()
+    started = time.perf_counter()
+    images = pipe([prompt] * n, negative_prompt=[negative_prompt] * n if negative_prompt else None,
+                  guidance_scale=guidance_scale, num_inference_steps=num_inference_steps,
+                  generator=torch.Generator().manual_seed(seed), output_type="pt").images
+    seconds = time.perf_counter() - started
+    images = images.float().cpu()
+    if tuple(images.shape[1:]) != (1, 32, 32):
+        raise ValueError(f"expected a Fashion-MNIST pipeline making (1, 32, 32) images, got {tuple(images.shape[1:])}")
+    probs, features = classify(classifier, images[..., 2:30, 2:30])
+    predicted = probs.argmax(-1)
+    histogram = torch.bincount(predicted, minlength=10).tolist()
+    accuracy = None if targets is None else torch.isin(predicted, torch.tensor(targets)).float().mean().item()
+    real_distance, real_saturation = _real_reference(id(classifier), classifier,
+                                                     None if targets is None else tuple(sorted(targets)))
+    return PromptReport(prompt=prompt, negative_prompt=negative_prompt, guidance_scale=guidance_scale, n=n,
+                        histogram=histogram, accuracy=accuracy, mean_confidence=probs.max(-1).values.mean().item(),
+                        diversity=mean_pairwise_distance(features) / real_distance,
+                        saturation=(images[..., 2:30, 2:30] >= SATURATION_LEVEL).float().mean().item(),
+                        saturation_real=real_saturation, seconds=seconds, images=images if keep_images else None)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -47,6 +48,17 @@ def _halve(folder: Path) -> None:
         save_file(tensors, str(path), metadata=metadata)
 
 
+def _slim_tokenizer(directory: Path) -> None:
+    """Keep CLIP's vocab.json and merges.txt (1.5 MB) instead of the 3.6 MB tokenizer.json.
+
+    `CLIPTokenizer.from_pretrained` builds the same tokenizer from them, and faster.
+    """
+    from sdlearn.tokenizer import write_clip_tokenizer_files
+
+    (directory / "tokenizer.json").unlink(missing_ok=True)
+    write_clip_tokenizer_files(directory)
+
+
 def write_pipeline(folder, *, unet, vae, text_encoder, beta_schedule: str, prediction_type: str,
                    info: dict | None = None, half: bool = True) -> Path:
     """Write a complete StableDiffusionPipeline folder; an existing folder is replaced only when it is done.
@@ -68,9 +80,12 @@ def write_pipeline(folder, *, unet, vae, text_encoder, beta_schedule: str, predi
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         pipe.save_pretrained(staging, safe_serialization=True)
+        _slim_tokenizer(staging / "tokenizer")
         if half:
             _halve(staging)
         (staging / INFO_FILE).write_text(json.dumps(info or {}, indent=1) + "\n")
+        for path in [staging, *staging.rglob("*")]:       # readable by all, as an installed package must be
+            path.chmod(0o755 if path.is_dir() else 0o644)
         old = folder.with_name(f".{folder.name}.old")
         if folder.exists():
             folder.rename(old)
@@ -96,6 +111,30 @@ def read_info(name_or_path) -> dict:
 SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"      # the Hub id of Stable Diffusion 1.5
 
 
+SHIPPED_TEXT2IMAGE = "fashion_text2image"                # the text-to-image model in this package
+
+
+def default_model(hub_timeout: float = 5.0) -> str:
+    """The model a lesson should use here: Stable Diffusion 1.5 where it can run, else the shipped one.
+
+    SD 1.5 needs a CUDA GPU, and either a copy in the Hugging Face cache or a reachable Hub.
+    Without a GPU the network is never touched.
+    """
+    if not torch.cuda.is_available():
+        return SHIPPED_TEXT2IMAGE
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache(SD15, "model_index.json"), str):
+            return SD15
+        import urllib.request
+
+        urllib.request.urlopen("https://huggingface.co", timeout=hub_timeout).close()
+        return SD15
+    except OSError:
+        return SHIPPED_TEXT2IMAGE
+
+
 class HubUnavailableError(OSError):
     """A model was asked for by its Hub id, and neither the Hub nor a local copy could provide it."""
 
@@ -114,6 +153,24 @@ def _resolve(name_or_path) -> Path:
         return candidate
     raise FileNotFoundError(f"no pipeline called {name_or_path!r}: give a shipped name ({', '.join(shipped()) or 'none'}), "
                             f"a folder holding a model_index.json, or a Hugging Face Hub id such as {SD15!r}")
+
+
+@contextmanager
+def _quiet_loading():
+    """No loading progress bars from diffusers or transformers (they would clutter a lesson's output)."""
+    import diffusers.utils.logging as diffusers_logging
+    import transformers.utils.logging as transformers_logging
+
+    were_enabled = diffusers_logging.is_progress_bar_enabled(), transformers_logging.is_progress_bar_enabled()
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if were_enabled[0]:
+            diffusers_logging.enable_progress_bar()
+        if were_enabled[1]:
+            transformers_logging.enable_progress_bar()
 
 
 def load(name_or_path, device: str | torch.device | None = None, *, dtype: torch.dtype | None = None,
@@ -141,7 +198,8 @@ def load(name_or_path, device: str | torch.device | None = None, *, dtype: torch
                 f"of disk; a GPU makes it practical. Without them, use the model shipped with sdlearn: "
                 f"sdlearn.pipelines.load({shipped()[0] if shipped() else 'NAME'!r}).") from error
     else:
-        pipe = StableDiffusionPipeline.from_pretrained(str(_resolve(name_or_path)), dtype=dtype or torch.float32)
+        with _quiet_loading():
+            pipe = StableDiffusionPipeline.from_pretrained(str(_resolve(name_or_path)), dtype=dtype or torch.float32)
         device = device or "cpu"
     if attention_slicing:
         pipe.enable_attention_slicing()

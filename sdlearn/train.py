@@ -47,13 +47,30 @@ def main(argv=None) -> int:
                        else Path("runs") / f"{args.recipe}.safetensors")
     checkpoint_dir = args.checkpoint_dir or Path("runs") / args.recipe
     info = run(recipe, out, checkpoint_dir=checkpoint_dir, progress=not args.no_progress)
+    if args.ship and args.recipe in ("clip", "text2image") and info.get("process_index", 0) == 0:
+        _share_clip_text_encoder()
     if info.get("num_processes", 1) > 1:
         print(f"process {info['process_index']} of {info['num_processes']} finished: "
               f"weights {info['checksum'][:16]}", flush=True)
     if info.get("process_index", 0) == 0:
         print(json.dumps({k: v for k, v in info.items() if k not in ("settings", "process_index")}, indent=1))
-        print(f"wrote {out}")
+        print(f"wrote {info.get('folder', out)}")
     return 0
+
+
+def _share_clip_text_encoder() -> None:
+    """Store the small CLIP's text encoder once: the shipped pipeline folder holds the same tensors."""
+    from sdlearn import weights
+
+    source = WEIGHTS_DIR / "fashion_text2image" / "text_encoder" / "model.safetensors"
+    if not (WEIGHTS_DIR / "clip_fashion.safetensors").exists() or not source.exists():
+        return
+    try:
+        weights.share_tensors("clip_fashion", "text_model.", source)
+        print("clip_fashion now takes its text encoder from fashion_text2image (stored once)")
+    except ValueError:
+        print("clip_fashion's text encoder differs from fashion_text2image's: clip_fashion is stored whole. "
+              "Retrain text2image with --ship to condition it on the new text encoder.")
 
 
 if __name__ == "__main__":

@@ -59,6 +59,8 @@ def test_rewriting_a_folder_replaces_it_whole(tmp_path):
     pipelines.write_pipeline(tmp_path / "p", info={"run": 2}, **kwargs)
     assert pipelines.read_info(folder) == {"run": 2} and not (folder / "stale.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p"]                 # no staging left behind
+    modes = {p.relative_to(folder).as_posix(): p.stat().st_mode & 0o777 for p in [folder, *folder.rglob("*")]}
+    assert all(mode == (0o755 if (folder / name).is_dir() else 0o644) for name, mode in modes.items()), modes
 
 
 def test_unknown_pipeline_lists_the_shipped_ones(tmp_path):
@@ -105,3 +107,68 @@ def test_a_folder_with_stable_diffusion_15s_layout_loads_and_runs(tmp_path):
     images = pipe("an astronaut riding a horse", negative_prompt="blurry", num_inference_steps=2, guidance_scale=7.5,
                   output_type="pt", generator=torch.Generator().manual_seed(0)).images
     assert images.shape == (1, 3, 64, 64) and torch.isfinite(images).all()
+
+
+def test_default_model_is_the_shipped_one_without_a_gpu(monkeypatch):
+    import urllib.request
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("without a GPU the network must not be touched")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    assert pipelines.default_model() == "fashion_text2image"
+
+
+def test_default_model_with_a_gpu_follows_the_cache_and_the_network(monkeypatch):
+    import urllib.request
+
+    import huggingface_hub
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: "/cache/model_index.json")
+    assert pipelines.default_model() == pipelines.SD15                 # cached: no network needed
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no route to host")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    assert pipelines.default_model() == "fashion_text2image"           # GPU, but no Hub and no cache
+
+
+# --------------------------------------------------------------------------- the shipped pipeline
+
+def test_the_shipped_folder_loads_in_plain_diffusers_offline_and_draws_what_it_is_asked():
+    from diffusers import StableDiffusionPipeline
+
+    from sdlearn.metrics import classify, shipped_classifier
+    from sdlearn.weights import WEIGHTS_DIR
+
+    pipe = StableDiffusionPipeline.from_pretrained(WEIGHTS_DIR / "fashion_text2image", local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.unet.dtype == torch.float32                     # stored in half precision, configs say float32
+    prompts = ["a photo of a pair of trousers"] * 8 + ["a photo of a bag"] * 8
+    images = pipe(prompts, num_inference_steps=10, generator=torch.Generator().manual_seed(0),
+                  output_type="pt").images
+    assert images.shape == (16, 1, 32, 32) and 0 <= images.min() and images.max() <= 1
+    predicted = classify(shipped_classifier(), images[..., 2:30, 2:30])[0].argmax(-1)
+    assert (predicted[:8] == 1).sum() >= 7 and (predicted[8:] == 8).sum() >= 7     # trousers, bags
+
+
+def test_the_shipped_folder_holds_clip_vocabulary_files_and_its_training_record():
+    from transformers import CLIPTokenizer
+
+    from sdlearn.tokenizer import tokenize
+    from sdlearn.weights import WEIGHTS_DIR
+
+    folder = WEIGHTS_DIR / "fashion_text2image"
+    assert {p.name for p in (folder / "tokenizer").iterdir()} >= {"vocab.json", "merges.txt"}
+    assert not (folder / "tokenizer" / "tokenizer.json").exists()     # 3.6 MB that vocab.json and merges.txt make
+    tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
+    prompt = "a photo of an ankle boot facing right, upside down"
+    ids = tokenizer(prompt, padding="max_length", max_length=77, return_tensors="pt").input_ids
+    assert torch.equal(ids, tokenize([prompt]))
+    info = pipelines.read_info("fashion_text2image")
+    assert info["recipe"] == "python -m sdlearn.train text2image"
+    assert info["settings"]["train"]["steps"] == 3600 and info["settings"]["drop_caption_p"] == 0.1

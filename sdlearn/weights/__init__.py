@@ -10,6 +10,10 @@ rebuild the model without any other file:
     clip = load("clip_fashion")                # SmallCLIP: image and text encoders, CLIP's tokenizer
 
 `python -m sdlearn.train RECIPE` writes them (see each model card in the book).
+
+A file may leave out tensors another shipped file already holds: `clip_fashion`'s text
+encoder is the one inside the `fashion_text2image` pipeline folder, stored once. Its metadata
+says where they are (`share_tensors` writes it) and `load` puts the model back together.
 """
 
 from __future__ import annotations
@@ -82,6 +86,48 @@ def _resolve(name_or_path) -> Path:
     raise FileNotFoundError(f"no weights called {name_or_path!r}; shipped weights: {', '.join(available()) or 'none'}")
 
 
+def _shared_tensors(path: Path, metadata: dict) -> dict[str, torch.Tensor]:
+    """The tensors a weights file leaves to another file (see `share_tensors`), under their own names."""
+    if "shared" not in metadata:
+        return {}
+    shared = json.loads(metadata["shared"])
+    source = path.parent / shared["file"]
+    if not source.exists():
+        raise FileNotFoundError(f"{path.name} keeps its {shared['prefix']!r} weights in {shared['file']}, which is "
+                                f"missing from {path.parent}. Reinstall sdlearn, or retrain both models "
+                                f"(python -m sdlearn.train ...) to get complete files.")
+    return {shared["prefix"] + k: v for k, v in load_file(str(source)).items()}
+
+
+def share_tensors(name_or_path, prefix: str, source) -> Path:
+    """Rewrite a weights file without its tensors under `prefix`, which `source` holds already.
+
+    `source` is a safetensors file in the same directory tree (its path is stored relative to
+    the weights file), whose tensor `k` must equal this file's tensor `prefix + k`, exactly.
+    The file is rewritten atomically, and only after every tensor has been compared.
+    """
+    path = _resolve(name_or_path)
+    source = Path(source)
+    source = source if source.is_absolute() else path.parent / source
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = dict(handle.metadata() or {})
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+    tensors.update(_shared_tensors(path, metadata))
+    if not source.resolve().is_relative_to(path.parent.resolve()):
+        raise ValueError(f"{source} must lie under {path.parent}, so the pair can be moved together")
+    theirs = load_file(str(source))
+    for key, value in theirs.items():
+        mine = tensors.get(prefix + key)
+        if mine is None or mine.dtype != value.dtype or not torch.equal(mine, value):
+            raise ValueError(f"{source} does not hold {path.name}'s {prefix + key!r} exactly; nothing was changed")
+    kept = {k: v for k, v in tensors.items() if not (k.startswith(prefix) and k[len(prefix):] in theirs)}
+    metadata["shared"] = json.dumps({"prefix": prefix,
+                                     "file": source.resolve().relative_to(path.parent.resolve()).as_posix()})
+    with atomic_path(path) as tmp:
+        save_file(kept, str(tmp), metadata=metadata)
+    return path
+
+
 def load(name_or_path, device: str | torch.device = "cpu") -> torch.nn.Module:
     """Rebuild a shipped (or saved) model from its safetensors file, in eval mode."""
     path = _resolve(name_or_path)
@@ -99,5 +145,5 @@ def load(name_or_path, device: str | torch.device = "cpu") -> torch.nn.Module:
         raise ValueError(f"{path} does not say which model it holds (metadata 'class' is {metadata.get('class')!r})")
     model_cls, config_cls = builders[metadata["class"]]
     model = model_cls(config_cls(**json.loads(metadata["config"])))
-    model.load_state_dict(load_file(str(path)))
+    model.load_state_dict({**load_file(str(path)), **_shared_tensors(path, metadata)})
     return model.to(device).eval()
