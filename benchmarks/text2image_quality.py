@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from statistics import mean
 from pathlib import Path
 
 import torch
@@ -108,11 +109,6 @@ def main(argv=None) -> int:
         plot_sweep(sweep, OUT / "text2image_guidance.png")
         print(f"wrote {(OUT / 'text2image_quality.md').relative_to(ROOT)} and text2image_guidance.png")
     return 0
-
-
-def mean(values) -> float:
-    values = list(values)
-    return sum(values) / len(values)
 
 
 def plot_sweep(sweep, path: Path) -> None:

@@ -18,6 +18,7 @@ the DDPM's 32x32 [-1, 1] images).
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -191,8 +192,6 @@ def evaluate_prompt(pipe, prompt: str, target=None, *, negative_prompt: str | No
     classes (all classes without a target): 1 is as varied as the real thing, 0 is one image
     repeated. The images come from one `torch.Generator` seeded with `seed`.
     """
-    import time
-
     targets = _targets(target)
     if n < 2:
         raise ValueError(f"n must be at least 2 to measure diversity, got {n}")

@@ -2,29 +2,16 @@
 
 import pytest
 import torch
-from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
-                       EulerDiscreteScheduler, HeunDiscreteScheduler, LMSDiscreteScheduler, StableDiffusionPipeline,
+from diffusers import (DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
+                       EulerDiscreteScheduler, HeunDiscreteScheduler, LMSDiscreteScheduler,
                        UniPCMultistepScheduler)
 
 from sdlearn.guidance import text_to_image
-from sdlearn.pipelines import scheduler_config
-from sdlearn.tokenizer import clip_tokenizer
 
-from test_pipelines import _parts
+from test_guidance import pipe  # noqa: F401  (the fixture: a narrow random pipeline with a DDIM scheduler)
 
 SCHEDULERS = [EulerAncestralDiscreteScheduler, LMSDiscreteScheduler, DPMSolverMultistepScheduler,
               UniPCMultistepScheduler, HeunDiscreteScheduler]
-
-
-@pytest.fixture(scope="module")
-def pipe():
-    unet, vae, text = _parts()
-    scheduler = DDIMScheduler.from_config(scheduler_config("squaredcos_cap_v2", "v_prediction"))
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=clip_tokenizer(), unet=unet,
-                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 @pytest.mark.parametrize("cls", SCHEDULERS, ids=[c.__name__ for c in SCHEDULERS])

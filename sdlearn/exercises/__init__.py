@@ -25,7 +25,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Callable
 
-__all__ = ["check", "CheckResult", "Failed", "exercise", "registered"]
+__all__ = ["check", "CheckResult", "Failed", "exercise", "name_the_mistake", "registered", "same_tensor"]
 
 
 class Failed(AssertionError):
@@ -105,3 +105,23 @@ def check(exercise_id: str, *answers) -> CheckResult:
     except Exception as exc:  # the student's code raised: say what, so they can fix it
         return CheckResult(exercise_id, ex.title, False, f"your code raised {type(exc).__name__}: {exc}")
     return CheckResult(exercise_id, ex.title, True, message or "well done.")
+
+
+# --------------------------------------------------------------------------- helpers for the checks
+
+def same_tensor(got, expected, *, rtol: float = 1e-5, atol: float = 1e-5) -> bool:
+    """Whether `got` is a tensor shaped like `expected` and equal to it within the tolerances."""
+    import torch
+
+    return (isinstance(got, torch.Tensor) and got.shape == expected.shape
+            and torch.allclose(got.detach().float(), expected, rtol=rtol, atol=atol))
+
+
+def name_the_mistake(got, wrong: dict, **tolerances) -> None:
+    """Raise `Failed` with the message of the first typical wrong answer that `got` equals.
+
+    `wrong` maps a message to the tensor that mistake produces (None: not applicable here).
+    """
+    for message, answer in wrong.items():
+        if answer is not None and same_tensor(got, answer, **tolerances):
+            raise Failed(message)
