@@ -1,6 +1,7 @@
 # Two entry points for a fresh machine:
 #   make book   set up, execute every lesson, build the HTML book into _build/html
 #   make test   set up, then run the unit, parity and notebook tests
+# and, for CI: make test-floor   the unit tests at the lowest versions pyproject.toml allows
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -9,7 +10,14 @@ STAMP := $(VENV)/.installed
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 export TRANSFORMERS_VERBOSITY := error
 
-.PHONY: book test setup data student lessons clean benchmarks
+# The pinned CPU numerics (sdlearn/numerics.env): the same kernels and thread count on every x86-64
+# CPU, for the book build, the tests and the lesson timings. A variable already set in the
+# environment wins, e.g. `ATEN_CPU_CAPABILITY=avx512 ONEDNN_MAX_CPU_ISA=AVX512_CORE make test`.
+NUMERICS := $(shell grep -E '^[A-Z_]+=' sdlearn/numerics.env)
+$(foreach setting,$(NUMERICS),$(eval $(firstword $(subst =, ,$(setting))) ?= $(lastword $(subst =, ,$(setting)))))
+export $(foreach setting,$(NUMERICS),$(firstword $(subst =, ,$(setting))))
+
+.PHONY: book test test-floor setup data student lessons clean benchmarks
 
 setup: $(STAMP) data
 
@@ -32,6 +40,21 @@ book: setup
 
 test: setup
 	$(BIN)/python -m pytest -ra
+
+# The unit tests with every dependency at the lowest version pyproject.toml allows
+# (constraints-floor.txt), in a virtualenv of their own: a range may not claim more than it delivers.
+FLOOR := .venv-floor
+FLOOR_STAMP := $(FLOOR)/.installed
+
+$(FLOOR_STAMP): pyproject.toml constraints-floor.txt
+	rm -rf $(FLOOR)
+	$(PYTHON) -m venv $(FLOOR)
+	set -o pipefail; $(FLOOR)/bin/pip install --quiet --upgrade pip 2>&1 | { grep -v "^WARNING: Location" || true; }
+	set -o pipefail; $(FLOOR)/bin/pip install --quiet -c constraints-floor.txt -e . pytest pyyaml 2>&1 | { grep -v "^WARNING: Location" || true; }
+	touch $(FLOOR_STAMP)
+
+test-floor: $(FLOOR_STAMP) data
+	$(FLOOR)/bin/python -m pytest -ra -p no:cacheprovider -o addopts="" tests --ignore=tests/test_book.py
 
 student: setup
 	$(BIN)/python -m sdlearn.exercises student lessons/*.ipynb --out _build/student

@@ -37,6 +37,7 @@ from sdlearn.models.autoencoder import decode_latents, encode_latents  # noqa: E
 from sdlearn.models.unet import count_parameters  # noqa: E402
 from sdlearn.recipes import (DDPMRecipe, LatentDDPMRecipe, ddpm_alphas_cumprod, encode_dataset,  # noqa: E402
                              fashion_for_diffusion, to_classifier_range)
+from sdlearn.precision import resolve_mixed_precision  # noqa: E402
 from sdlearn.samplers import generate  # noqa: E402
 from sdlearn.utils import atomic_write  # noqa: E402
 
@@ -53,10 +54,11 @@ def training_steps_per_second(recipe, shape: tuple, steps: int = 12, warmup: int
     alphas_cumprod = ddpm_alphas_cumprod(recipe)
     generator = torch.Generator().manual_seed(0)
     batch = torch.randn((recipe.train.batch_size, *shape), generator=generator)
+    bf16 = resolve_mixed_precision(recipe.train.mixed_precision, "cpu") == "bf16"   # as the recipe trains
     for i in range(warmup + steps):
         if i == warmup:
             start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=recipe.train.mixed_precision == "bf16"):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             loss = diffusion_loss(model, batch, alphas_cumprod, generator, prediction_type=recipe.prediction_type,
                                   snr_gamma=recipe.snr_gamma)
         optimizer.zero_grad()

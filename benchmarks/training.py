@@ -2,6 +2,10 @@
 
     python benchmarks/training.py
 
+Both precisions are measured on every machine, and the table says which one
+`sdlearn.precision.choose_mixed_precision` (the recipes' "auto") picks there and why: bf16 is
+fast only where the CPU computes it natively (AVX512-BF16 or AMX); elsewhere it is emulated.
+
 Uses the shipped DDPM recipe's U-Net and loss on Fashion-MNIST, 40 steps of 128 images after
 5 warm-up steps. The table goes to book/_generated/training.md.
 """
@@ -18,6 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from sdlearn.losses import diffusion_loss  # noqa: E402
 from sdlearn.models.unet import UNet  # noqa: E402
+from sdlearn.precision import choose_mixed_precision  # noqa: E402
 from sdlearn.recipes import DDPMRecipe, ddpm_alphas_cumprod, fashion_for_diffusion  # noqa: E402
 from sdlearn.training import TrainConfig, train  # noqa: E402
 from sdlearn.utils import atomic_write  # noqa: E402
@@ -47,7 +52,8 @@ def main() -> int:
         rows.append(f"| {label} | {result.images_per_second:.0f} |")
         print(rows[-1], flush=True)
     text = (f"U-Net of the shipped DDPM ({params / 1e6:.2f}M parameters), 32x32, batch 128, "
-            f"{torch.get_num_threads()} CPU threads, EMA on:\n\n" + "\n".join(rows) + "\n")
+            f"{torch.get_num_threads()} CPU threads ({torch.backends.cpu.get_cpu_capability()} kernels), EMA on:\n\n"
+            + "\n".join(rows) + f"\n\nThe recipes' choice here: {choose_mixed_precision('cpu')}.\n")
     print(text)
     with atomic_write(TABLE, "w") as handle:
         handle.write(text)

@@ -18,6 +18,8 @@ from typing import Callable
 
 import torch
 
+from sdlearn.utils import magnitude
+
 ScalarFn = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -146,8 +148,10 @@ class GradCheck:
         return self.max_rel_error <= self.tol
 
     def __repr__(self) -> str:
-        verdict = "passed" if self.passed else "FAILED"
-        return (f"GradCheck {verdict}: max relative error {self.max_rel_error:.2e} "
+        if self.passed:   # rounding-sized errors: their size, not their CPU-dependent digits
+            return (f"GradCheck passed: max relative error {magnitude(self.max_rel_error)} "
+                    f"(tolerance {self.tol:.0e}), max absolute error {magnitude(self.max_abs_error)}, eps {self.eps:g}")
+        return (f"GradCheck FAILED: max relative error {self.max_rel_error:.2e} "
                 f"(tolerance {self.tol:.0e}), max absolute error {self.max_abs_error:.2e}, eps {self.eps:g}")
 
 

@@ -13,6 +13,7 @@ configs say float32, so they load as float32.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -173,6 +174,18 @@ def _quiet_loading():
             transformers_logging.enable_progress_bar()
 
 
+def _dtype_keyword(dtype: torch.dtype) -> dict:
+    """`from_pretrained`'s dtype argument: `dtype=` from diffusers 0.40, `torch_dtype=` before.
+
+    Each version warns about the other name (0.40 on deprecates `torch_dtype`; before it,
+    `dtype` is ignored), and `from_pretrained` takes **kwargs, so its signature cannot tell.
+    """
+    import diffusers
+
+    major, minor = (int(part) for part in re.findall(r"\d+", diffusers.__version__)[:2])
+    return {"dtype" if (major, minor) >= (0, 40) else "torch_dtype": dtype}
+
+
 def load(name_or_path, device: str | torch.device | None = None, *, dtype: torch.dtype | None = None,
          attention_slicing: bool = False):
     """A `diffusers.StableDiffusionPipeline` from a shipped name, a local folder or a Hub id.
@@ -189,8 +202,8 @@ def load(name_or_path, device: str | torch.device | None = None, *, dtype: torch
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = dtype or (torch.float16 if str(device).startswith("cuda") else torch.float32)
         try:
-            pipe = StableDiffusionPipeline.from_pretrained(str(name_or_path), dtype=dtype, safety_checker=None,
-                                                           requires_safety_checker=False)
+            pipe = StableDiffusionPipeline.from_pretrained(str(name_or_path), **_dtype_keyword(dtype),
+                                                           safety_checker=None, requires_safety_checker=False)
         except (OSError, ValueError) as error:
             raise HubUnavailableError(
                 f"could not load {name_or_path!r} from the Hugging Face Hub or its local cache ({type(error).__name__}: "
@@ -199,7 +212,8 @@ def load(name_or_path, device: str | torch.device | None = None, *, dtype: torch
                 f"sdlearn.pipelines.load({shipped()[0] if shipped() else 'NAME'!r}).") from error
     else:
         with _quiet_loading():
-            pipe = StableDiffusionPipeline.from_pretrained(str(_resolve(name_or_path)), dtype=dtype or torch.float32)
+            pipe = StableDiffusionPipeline.from_pretrained(str(_resolve(name_or_path)),
+                                                           **_dtype_keyword(dtype or torch.float32))
         device = device or "cpu"
     if attention_slicing:
         pipe.enable_attention_slicing()

@@ -38,6 +38,12 @@ def to_classifier_range(images: torch.Tensor) -> torch.Tensor:
     return ((images[..., 2:30, 2:30] + 1) / 2).clamp(0, 1)
 
 
+def _precision_record(result) -> str:
+    """What the run's record says about its precision: what ran, and why `auto` chose it."""
+    name = {"no": "float32", "bf16": "bf16 autocast", "fp16": "fp16 autocast"}[result.mixed_precision]
+    return f"{name}: {result.precision_reason}"
+
+
 # --------------------------------------------------------------------------- classifier
 
 @dataclass
@@ -64,6 +70,7 @@ def run_classifier(recipe: ClassifierRecipe, out: Path, checkpoint_dir: Path | N
                    progress=progress)
     final = result.ema if result.ema is not None else result.model
     info = {"recipe": "python -m sdlearn.train classifier", "train_seconds": round(result.seconds),
+            "precision": _precision_record(result),
             "num_processes": result.num_processes, "process_index": result.process_index,
             "checksum": result.checksum, "settings": _jsonable(recipe)}
     if result.is_main_process:          # under `accelerate launch`, one process evaluates and writes
@@ -82,7 +89,7 @@ class DDPMRecipe:
         norm_num_groups=8))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         steps=3600, batch_size=128, lr=2e-3, weight_decay=0.0, warmup_steps=200, lr_schedule="cosine",
-        ema_decay=0.999, grad_clip=1.0, mixed_precision="bf16", seed=0, sample_every=900, checkpoint_every=600))
+        ema_decay=0.999, grad_clip=1.0, mixed_precision="auto", seed=0, sample_every=900, checkpoint_every=600))
     beta_schedule: str = "squaredcos_cap_v2"   # improved DDPM's cosine schedule
     prediction_type: str = "v_prediction"      # predict v; stable at both ends of the schedule
     snr_gamma: float | None = 5.0              # Min-SNR loss weighting
@@ -96,7 +103,7 @@ def plain_ddpm_recipe() -> DDPMRecipe:
                          attention_levels=(False, False, False, True), mid_attention=True,
                          attention_head_dim=32, norm_num_groups=8),
         train=TrainConfig(steps=3600, batch_size=128, lr=2e-3, lr_schedule="constant", ema_decay=0.995,
-                          ema_warmup=False, grad_clip=1.0, mixed_precision="bf16", seed=0, sample_every=900,
+                          ema_warmup=False, grad_clip=1.0, mixed_precision="auto", seed=0, sample_every=900,
                           checkpoint_every=600),
         beta_schedule="linear", prediction_type="epsilon", snr_gamma=None, flip=False)
 
@@ -146,6 +153,7 @@ def _train_denoiser(recipe: DDPMRecipe, data: torch.Tensor, out: Path, checkpoin
                    sample_fn=snapshot, progress=progress, stop_after=stop_after)
     final = result.ema if result.ema is not None else result.model
     info = {"recipe": f"python -m sdlearn.train {name}", "train_seconds": round(result.seconds),
+            "precision": _precision_record(result),
             "images_per_second": round(result.images_per_second), "snapshot_seconds": snapshots,
             "beta_schedule": recipe.beta_schedule, "prediction_type": recipe.prediction_type,
             "num_processes": result.num_processes, "process_index": result.process_index,
@@ -203,7 +211,7 @@ class AutoencoderRecipe:
     vae: dict = field(default_factory=lambda: latent_autoencoder_config())
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         steps=3000, batch_size=64, lr=1e-3, weight_decay=0.0, warmup_steps=100, lr_schedule="cosine",
-        ema_decay=0.999, grad_clip=1.0, mixed_precision="bf16", seed=0, checkpoint_every=500))
+        ema_decay=0.999, grad_clip=1.0, mixed_precision="auto", seed=0, checkpoint_every=500))
     kl_weight: float = 1e-5          # per image number; small: latents stay informative, yet bounded and smooth
 
 
@@ -232,6 +240,7 @@ def run_autoencoder(recipe: AutoencoderRecipe, out: Path, checkpoint_dir: Path |
     final = result.ema if result.ema is not None else result.model
     final.eval()
     info = {"recipe": "python -m sdlearn.train autoencoder", "train_seconds": round(result.seconds),
+            "precision": _precision_record(result),
             "images_per_second": round(result.images_per_second), "num_processes": result.num_processes,
             "process_index": result.process_index, "checksum": result.checksum, "settings": _jsonable(recipe)}
     if result.is_main_process:
@@ -253,7 +262,7 @@ class CLIPRecipe:
     model: CLIPConfig = field(default_factory=CLIPConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         steps=2000, batch_size=256, lr=1e-3, weight_decay=0.1, betas=(0.9, 0.98), warmup_steps=100,
-        lr_schedule="cosine", ema_decay=0.999, grad_clip=1.0, mixed_precision="bf16", seed=0, checkpoint_every=500))
+        lr_schedule="cosine", ema_decay=0.999, grad_clip=1.0, mixed_precision="auto", seed=0, checkpoint_every=500))
     superclass_p: float = 0.3        # captions that name the superclass ("a shoe") instead of the class
     mirror_p: float = 0.5            # horizontal flips; a mirrored shoe faces right
     say_direction_p: float = 0.5     # a shoe's caption says which way it faces
@@ -348,6 +357,7 @@ def run_clip(recipe: CLIPRecipe, out: Path, checkpoint_dir: Path | None = None, 
                    progress=progress, stop_after=stop_after)
     final = result.ema if result.ema is not None else result.model
     info = {"recipe": "python -m sdlearn.train clip", "train_seconds": round(result.seconds),
+            "precision": _precision_record(result),
             "images_per_second": round(result.images_per_second), "num_processes": result.num_processes,
             "process_index": result.process_index, "checksum": result.checksum, "settings": _jsonable(recipe),
             "captions": len(captions), "final_loss": sum(result.losses[-100:]) / len(result.losses[-100:])}
@@ -370,7 +380,7 @@ class Text2ImageRecipe:
         cross_attention_dim=64))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         steps=3600, batch_size=128, lr=2e-3, weight_decay=0.0, warmup_steps=200, lr_schedule="cosine",
-        ema_decay=0.999, grad_clip=1.0, mixed_precision="bf16", seed=0, checkpoint_every=500))
+        ema_decay=0.999, grad_clip=1.0, mixed_precision="auto", seed=0, checkpoint_every=500))
     beta_schedule: str = "squaredcos_cap_v2"
     prediction_type: str = "v_prediction"
     snr_gamma: float | None = 5.0
@@ -429,6 +439,7 @@ def run_text2image(recipe: Text2ImageRecipe, out: Path, checkpoint_dir: Path | N
                    progress=progress, stop_after=stop_after)
     final = result.ema if result.ema is not None else result.model
     info = {"recipe": "python -m sdlearn.train text2image", "train_seconds": round(result.seconds),
+            "precision": _precision_record(result),
             "encode_seconds": round(encode_seconds, 1), "images_per_second": round(result.images_per_second),
             "num_processes": result.num_processes, "process_index": result.process_index,
             "checksum": result.checksum, "settings": _jsonable(recipe),

@@ -30,6 +30,7 @@ from accelerate.state import AcceleratorState
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from sdlearn.precision import choose_mixed_precision, resolve_mixed_precision
 from sdlearn.utils import atomic_write
 
 
@@ -45,7 +46,8 @@ class TrainConfig:
     ema_decay: float = 0.0            # 0 switches the EMA off; 0.999 is typical
     ema_warmup: bool = True           # use min(ema_decay, (1 + step) / (10 + step)) early on
     grad_clip: float | None = 1.0     # clip the global gradient norm (None: no clipping)
-    mixed_precision: str = "no"       # "no", "bf16" (CPU or GPU) or "fp16" (GPU)
+    mixed_precision: str = "no"       # "no", "bf16" (CPU or GPU), "fp16" (GPU), or "auto": bf16 where the
+                                      # hardware has it natively and it is faster (sdlearn.precision)
     seed: int = 0                     # fixes initial order, noise and timesteps
     checkpoint_every: int = 0         # steps between checkpoints (0: only at the end)
     sample_every: int = 0             # steps between sample grids (0: never)
@@ -54,8 +56,8 @@ class TrainConfig:
         self.betas = tuple(self.betas)
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
-        if self.mixed_precision not in ("no", "bf16", "fp16"):
-            raise ValueError(f"mixed_precision must be 'no', 'bf16' or 'fp16', got {self.mixed_precision!r}")
+        if self.mixed_precision not in ("no", "bf16", "fp16", "auto"):
+            raise ValueError(f"mixed_precision must be 'no', 'bf16', 'fp16' or 'auto', got {self.mixed_precision!r}")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError(f"steps and batch_size must be positive, got {self.steps} and {self.batch_size}")
         if not 0.0 <= self.ema_decay < 1.0:
@@ -72,6 +74,8 @@ class TrainResult:
     process_index: int = 0            # this process under `accelerate launch` (0 otherwise)
     num_processes: int = 1            # processes that trained the model together
     checksum: str = ""                # fingerprint of the final weights (the EMA if any), equal on every process
+    mixed_precision: str = "no"       # the precision that ran ("auto" resolved): "no" (float32), "bf16", "fp16"
+    precision_reason: str = ""        # why: sdlearn.precision's reason for "auto", else "set in the config"
 
     @property
     def is_main_process(self) -> bool:
@@ -205,7 +209,9 @@ def train(model: torch.nn.Module, loss_fn: Callable, data, config: TrainConfig, 
         # Accelerate keeps one state per process; a new run may ask for another precision than the
         # previous one (the process group of `accelerate launch`, if any, is kept).
         AcceleratorState._reset_state()
-        accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=not torch.cuda.is_available())
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        accelerator = Accelerator(mixed_precision=resolve_mixed_precision(config.mixed_precision, device),
+                                  cpu=device == "cpu")
     n = _length(data)
     if n < config.batch_size:
         raise ValueError(f"{n} training examples but batch_size is {config.batch_size}")
@@ -279,7 +285,10 @@ def train(model: torch.nn.Module, loss_fn: Callable, data, config: TrainConfig, 
                                "the model was not synchronised, check the launcher and the backend")
     images = (end - start) * config.batch_size
     return TrainResult(model, ema, losses, seconds, images / seconds if seconds > 0 else 0.0,
-                       process_index=rank, num_processes=world, checksum=checksum)
+                       process_index=rank, num_processes=world, checksum=checksum,
+                       mixed_precision=str(accelerator.mixed_precision),
+                       precision_reason=(choose_mixed_precision(accelerator.device).reason
+                                         if config.mixed_precision == "auto" else "set in the config"))
 
 
 def weights_checksum(model: torch.nn.Module) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import tempfile
@@ -82,3 +83,51 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb"):
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+
+
+def agreement(difference, tolerance: float = 1e-5) -> str:
+    """A difference between two results, in words that read the same on every CPU.
+
+    The last digits of a float32 difference (9.5e-07 here, 1.2e-06 there) depend on the
+    kernels a CPU runs; whether it is below a tolerance does not. So printed comparisons say
+    "0" when the results are identical, "below 1e-05" when they agree to rounding, and give the
+    difference itself only when it is larger than the tolerance:
+
+        >>> agreement(3.1e-07)
+        'below 1e-05'
+        >>> agreement(0.02)
+        '2.0e-02 (above 1e-05)'
+    """
+    if isinstance(difference, torch.Tensor):
+        difference = difference.abs().max().item()
+    if tolerance <= 0:
+        raise ValueError(f"tolerance must be positive, got {tolerance}")
+    if difference != difference:     # NaN
+        return "nan"
+    if difference == 0:
+        return "0"
+    if difference < tolerance:
+        return f"below {tolerance:.0e}"
+    return f"{difference:.1e} (above {tolerance:.0e})"
+
+
+def magnitude(error: float) -> str:
+    """An error's order of magnitude, as the power of ten just above it: "below 1e-06".
+
+    For printing errors whose leading digit depends on the CPU (a finite-difference error of
+    4e-04 on one machine is 6e-04 on another) but whose size does not:
+
+        >>> magnitude(3.6e-07)
+        'below 1e-06'
+    """
+    if isinstance(error, torch.Tensor):
+        error = error.abs().max().item()
+    error = abs(error)
+    if error == 0:
+        return "0"
+    if error != error or error == float("inf"):
+        return str(error)
+    bound = 10.0 ** math.ceil(math.log10(error))
+    if error >= bound:          # an exact power of ten
+        bound *= 10
+    return f"below {bound:.0e}"

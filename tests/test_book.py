@@ -75,3 +75,19 @@ def test_book_builds_without_warnings(tmp_path):
         page = (html / "lessons" / f"{path.stem}.html").read_text()
         assert "colab.research.google.com" in page
     assert (html / "book" / "glossary.html").exists()
+
+
+def test_every_measured_machine_keeps_the_budgets():
+    """The committed time tables (benchmarks/lesson_times.py): every lesson within its 120 s budget,
+    every cell far inside the 600 s a cell that nbval and the book build allow, on every machine."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from lesson_times import BUDGET_S, read_sections, rows_of
+
+    sections = read_sections((ROOT / "book" / "_generated" / "lesson_times.md").read_text())
+    assert sections, "no time table: run benchmarks/lesson_times.py"
+    for machine, section in sections.items():
+        rows = rows_of(section)
+        assert {name for name, *_ in rows} == {path.stem for path in LESSONS}, machine
+        for name, seconds, _, slowest in rows:
+            assert seconds <= BUDGET_S, f"{name} took {seconds:.0f} s on {machine}"
+            assert slowest <= 300, f"a cell of {name} took {slowest:.0f} s on {machine}"

@@ -57,3 +57,48 @@ def test_seed_everything_returns_a_seeded_generator():
     assert torch.equal(a, b)
     with pytest.raises(TypeError):
         seed_everything("3")
+
+
+# --------------------------------------------------------------------------- printed differences
+
+@pytest.mark.parametrize("difference, expected", [
+    (0.0, "0"),
+    (9.5e-07, "below 1e-05"),                 # two CPUs' rounding: 9.5e-07 here, 1.2e-06 there ...
+    (1.2e-06, "below 1e-05"),                 # ... read the same
+    (1e-05, "1.0e-05 (above 1e-05)"),
+    (0.0213, "2.1e-02 (above 1e-05)"),
+    (float("nan"), "nan"),
+])
+def test_agreement_hides_only_the_digits_below_the_tolerance(difference, expected):
+    from sdlearn.utils import agreement
+
+    assert agreement(difference) == expected
+
+
+def test_agreement_takes_a_tensor_of_differences_and_a_tolerance():
+    from sdlearn.utils import agreement
+
+    assert agreement(torch.tensor([3e-4, -2e-3]), tolerance=1e-2) == "below 1e-02"
+    assert agreement(torch.tensor([3e-4, -2e-3]), tolerance=1e-3) == "2.0e-03 (above 1e-03)"
+    with pytest.raises(ValueError, match="tolerance must be positive"):
+        agreement(1.0, tolerance=0)
+
+
+@pytest.mark.parametrize("error, expected", [
+    (3.13e-07, "below 1e-06"), (3.57e-07, "below 1e-06"),   # the same size, other last digits
+    (4e-04, "below 1e-03"), (6e-04, "below 1e-03"),
+    (1e-04, "below 1e-03"),                                  # a power of ten is not below itself
+    (-2.0e-10, "below 1e-09"), (0.0, "0"),
+])
+def test_magnitude_gives_the_power_of_ten_above(error, expected):
+    from sdlearn.utils import magnitude
+
+    assert magnitude(error) == expected
+
+
+def test_a_passing_gradient_check_prints_sizes_a_failing_one_digits():
+    from sdlearn.gradients import GradCheck
+
+    assert str(GradCheck(2.39e-10, 3.57e-07, 1e-5, 1e-4)) == (
+        "GradCheck passed: max relative error below 1e-06 (tolerance 1e-04), max absolute error below 1e-09, eps 1e-05")
+    assert "FAILED: max relative error 1.93e+00" in str(GradCheck(0.201, 1.93, 1e-5, 1e-4))

@@ -12,9 +12,9 @@ def _name(requirement: str) -> str:
     return re.split(r"[<>=!~\[ ;@]", requirement.strip(), maxsplit=1)[0].lower().replace("_", "-")
 
 
-def _constraints() -> dict[str, str]:
+def _constraints(file: str = "constraints.txt") -> dict[str, str]:
     pins = {}
-    for line in (ROOT / "constraints.txt").read_text().splitlines():
+    for line in (ROOT / file).read_text().splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             name, version = line.split("==")
@@ -57,3 +57,18 @@ def test_pyproject_keeps_ranges_not_pins():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     pinned = [r for r in project["dependencies"] if "==" in r]
     assert not pinned, f"core dependencies must be ranges so Colab keeps its torch: {pinned}"
+
+
+def test_constraints_floor_pins_the_lowest_version_of_every_range():
+    """constraints-floor.txt (`make test-floor`) must test pyproject.toml's floors, not other versions."""
+    from packaging.version import Version
+
+    floors = _constraints("constraints-floor.txt")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wrong = {}
+    for requirement in project["dependencies"]:
+        name, floor = _name(requirement), requirement.split(">=")[1].split(",")[0]
+        expected = "2.13.0" if name == "torch" else floor       # the only CPU torch CI has: see the file
+        if name not in floors or Version(floors[name]) != Version(expected):
+            wrong[name] = (floor, floors.get(name))
+    assert not wrong, f"pyproject.toml's floor and constraints-floor.txt's pin differ (floor, pin): {wrong}"

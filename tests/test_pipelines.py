@@ -1,6 +1,7 @@
 """The diffusers folder of a text-to-image model: written by sdlearn, loaded by diffusers unchanged."""
 
 import json
+import warnings
 
 import pytest
 import torch
@@ -78,6 +79,14 @@ def test_a_hub_id_without_network_or_cache_is_a_clear_error(tmp_path, monkeypatc
 def test_unknown_names_say_what_is_accepted():
     with pytest.raises(FileNotFoundError, match="a shipped name .*Hugging Face Hub id"):
         pipelines.load("./no_such_folder")
+
+
+def test_load_gives_the_dtype_asked_for():
+    """diffusers 0.40 renamed `torch_dtype=` to `dtype=`: each version ignores or deprecates the other name."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)          # diffusers' deprecation of torch_dtype
+        pipe = pipelines.load(pipelines.SHIPPED_TEXT2IMAGE, dtype=torch.bfloat16)
+    assert pipe.unet.dtype == pipe.vae.dtype == pipe.text_encoder.dtype == torch.bfloat16
 
 
 def test_a_folder_with_stable_diffusion_15s_layout_loads_and_runs(tmp_path):
