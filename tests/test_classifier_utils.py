@@ -80,6 +80,7 @@ def test_agreement_takes_a_tensor_of_differences_and_a_tolerance():
 
     assert agreement(torch.tensor([3e-4, -2e-3]), tolerance=1e-2) == "below 1e-02"
     assert agreement(torch.tensor([3e-4, -2e-3]), tolerance=1e-3) == "2.0e-03 (above 1e-03)"
+    assert agreement(0.0, exact_zero=False) == "below 1e-05"
     with pytest.raises(ValueError, match="tolerance must be positive"):
         agreement(1.0, tolerance=0)
 
