@@ -44,9 +44,7 @@ def apply(environ: dict | None = None) -> dict[str, str]:
     kernels on purpose. Returns the settings now in force.
     """
     environ = os.environ if environ is None else environ
-    for name, value in pinned_environment().items():
-        environ.setdefault(name, value)
-    return {name: environ[name] for name in pinned_environment()}
+    return {name: environ.setdefault(name, value) for name, value in pinned_environment().items()}
 
 
 def describe() -> str:

@@ -160,7 +160,10 @@ def choose_mixed_precision(device: str | torch.device | None = None, *, measure:
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
-    return _choose(device.type, device.index, measure)
+    index = device.index
+    if device.type == "cuda" and index is None:     # "cuda" and "cuda:0" are one device: measure it once
+        index = torch.cuda.current_device()
+    return _choose(device.type, index, measure)
 
 
 def resolve_mixed_precision(mixed_precision: str, device: str | torch.device) -> str:
