@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from sdlearn import weights  # noqa: E402
 from sdlearn.metrics import evaluate_samples  # noqa: E402
-from sdlearn.recipes import to_classifier_range  # noqa: E402
+from sdlearn.data import to_classifier_range  # noqa: E402
 from sdlearn.samplers import generate  # noqa: E402
 from sdlearn.schedules import alphas_cumprod_from_betas, make_betas  # noqa: E402
 from sdlearn.utils import atomic_write  # noqa: E402
@@ -42,7 +42,8 @@ def judge(path, n: int = 2000, steps: int = 50, seed: int = 0, beta_schedule=Non
     alphas_cumprod = alphas_cumprod_from_betas(make_betas(beta_schedule, 1000))
     start = time.perf_counter()
     samples = generate(unet, n, alphas_cumprod=alphas_cumprod, sampler="ddim", num_inference_steps=steps,
-                       spacing="trailing", prediction_type=prediction_type, clip_sample=True, seed=seed)
+                       timestep_spacing="trailing", prediction_type=prediction_type, clip_sample=True,
+                       generator=torch.Generator().manual_seed(seed))
     seconds = time.perf_counter() - start
     return evaluate_samples(to_classifier_range(samples)), seconds, info
 

@@ -35,8 +35,9 @@ from sdlearn.losses import diffusion_loss  # noqa: E402
 from sdlearn.metrics import evaluate_samples  # noqa: E402
 from sdlearn.models.autoencoder import decode_latents, encode_latents  # noqa: E402
 from sdlearn.models.unet import count_parameters  # noqa: E402
-from sdlearn.recipes import (DDPMRecipe, LatentDDPMRecipe, ddpm_alphas_cumprod, encode_dataset,  # noqa: E402
-                             fashion_for_diffusion, to_classifier_range)
+from sdlearn.data import fashion_for_diffusion, to_classifier_range  # noqa: E402
+from sdlearn.models.autoencoder import encode_dataset  # noqa: E402
+from sdlearn.recipes import DDPMRecipe, LatentDDPMRecipe  # noqa: E402
 from sdlearn.precision import resolve_mixed_precision  # noqa: E402
 from sdlearn.samplers import generate  # noqa: E402
 from sdlearn.utils import atomic_write  # noqa: E402
@@ -51,7 +52,7 @@ def training_steps_per_second(recipe, shape: tuple, steps: int = 12, warmup: int
     torch.manual_seed(0)
     model = UNet(recipe.model).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    alphas_cumprod = ddpm_alphas_cumprod(recipe)
+    alphas_cumprod = recipe.noise_schedule().alphas_cumprod
     generator = torch.Generator().manual_seed(0)
     batch = torch.randn((recipe.train.batch_size, *shape), generator=generator)
     bf16 = resolve_mixed_precision(recipe.train.mixed_precision, "cpu") == "bf16"   # as the recipe trains
@@ -72,12 +73,12 @@ def sample(name: str, n: int, steps: int, seed: int = 0, vae=None) -> torch.Tens
     """n images in [-1, 1] (1x32x32) from a shipped pixel or latent DDPM."""
     info = weights.read_info(name)
     unet = weights.load(name)
-    alphas_cumprod = ddpm_alphas_cumprod(DDPMRecipe(beta_schedule=info["beta_schedule"]))
+    alphas_cumprod = weights.noise_schedule(name).alphas_cumprod
     shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
     latent = vae is not None
-    out = generate(unet, n, alphas_cumprod=alphas_cumprod, num_inference_steps=steps, spacing="trailing",
-                   prediction_type=info["prediction_type"], clip_sample=not latent, shape=shape, seed=seed,
-                   decode=partial(decode_latents, vae) if latent else None)
+    out = generate(unet, n, alphas_cumprod=alphas_cumprod, num_inference_steps=steps, timestep_spacing="trailing",
+                   prediction_type=info["prediction_type"], clip_sample=not latent, shape=shape,
+                   generator=torch.Generator().manual_seed(seed), decode=partial(decode_latents, vae) if latent else None)
     return out.clamp(-1, 1)
 
 

@@ -23,7 +23,8 @@ sys.path.insert(0, str(ROOT))
 
 from sdlearn import weights  # noqa: E402
 from sdlearn.metrics import evaluate_samples  # noqa: E402
-from sdlearn.recipes import DDPMRecipe, ddpm_alphas_cumprod, to_classifier_range  # noqa: E402
+from sdlearn.data import to_classifier_range  # noqa: E402
+from sdlearn.recipes import DDPMRecipe  # noqa: E402
 from sdlearn.samplers import SAMPLERS, as_noise_model, generate  # noqa: E402
 from sdlearn.schedules import make_schedule  # noqa: E402
 from sdlearn.utils import atomic_write  # noqa: E402
@@ -54,7 +55,7 @@ def best_of(fn, repeats=3):
 def main() -> int:
     torch.set_num_threads(2)
     recipe = DDPMRecipe()
-    alphas_cumprod = ddpm_alphas_cumprod(recipe)
+    alphas_cumprod = recipe.noise_schedule().alphas_cumprod
     model = as_noise_model(weights.load("ddpm_fashion"))
     steps, batch = 20, 64
     timing = ["| sampler | ours (ms/step) | diffusers (ms/step) | ratio |", "| --- | ---: | ---: | ---: |"]
@@ -63,7 +64,7 @@ def main() -> int:
         scheduler = cls(beta_schedule=recipe.beta_schedule, prediction_type=recipe.prediction_type,
                         timestep_spacing="trailing", **extra)
         scheduler.set_timesteps(steps)
-        schedule = make_schedule(alphas_cumprod, steps, spacing="trailing")
+        schedule = make_schedule(alphas_cumprod, steps, timestep_spacing="trailing")
         x = torch.randn(batch, 1, 32, 32, generator=torch.Generator().manual_seed(0)) * float(scheduler.init_noise_sigma)
 
         def ours():
@@ -84,7 +85,8 @@ def main() -> int:
         for n in (5, 10, 20):
             extra = {"clip_sample": True} if name in ("ddpm", "ddim") else {}
             images = generate(model, 200, alphas_cumprod=alphas_cumprod, sampler=name, num_inference_steps=n,
-                              prediction_type=recipe.prediction_type, seed=3, **extra)
+                              prediction_type=recipe.prediction_type, generator=torch.Generator().manual_seed(3),
+                              **extra)
             row.append(f"{evaluate_samples(to_classifier_range(images.clamp(-1, 1))).frechet:.2f}")
         quality.append("| " + " | ".join(row) + " |")
         print(quality[-1], flush=True)

@@ -5,7 +5,7 @@
 
 - images per second of `StableDiffusionPipeline` (the shipped `fashion_text2image`) at batch
   1 and batch 16, text encoding and decoding included;
-- `sdlearn.guidance.text_to_image`, the loop written out, against the pipeline on the same
+- `sdlearn.text_to_image.text_to_image`, the loop written out, against the pipeline on the same
   inputs: the ratio of their times (the two are run alternately and the medians compared),
   and the largest pixel difference;
 - peak memory: the process's resident set size while generating a batch of 16, and above
@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from lesson_times import PeakMemory  # noqa: E402  (benchmarks/ is on the path when run as a script)
 
 from sdlearn import pipelines  # noqa: E402
-from sdlearn.guidance import text_to_image  # noqa: E402
+from sdlearn.text_to_image import text_to_image  # noqa: E402
 from sdlearn.models.unet import count_parameters  # noqa: E402
 from sdlearn.utils import atomic_write  # noqa: E402
 

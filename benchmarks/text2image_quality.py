@@ -50,7 +50,8 @@ def main(argv=None) -> int:
 
     def run(prompt, target, scale=DEFAULT_SCALE, negative=None, seed=0):
         return evaluate_prompt(pipe, prompt, target, negative_prompt=negative, guidance_scale=scale, n=args.n,
-                               num_inference_steps=args.steps, seed=seed)
+                               num_inference_steps=args.steps,
+                               generator=torch.Generator().manual_seed(seed))
 
     # 1. the guidance sweep over the ten class prompts (its default-scale column is the class table)
     sweep = {scale: [run(fashion_caption(label), label, scale, seed=label) for label in range(10)]

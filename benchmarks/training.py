@@ -23,7 +23,8 @@ sys.path.insert(0, str(ROOT))
 from sdlearn.losses import diffusion_loss  # noqa: E402
 from sdlearn.models.unet import UNet  # noqa: E402
 from sdlearn.precision import choose_mixed_precision  # noqa: E402
-from sdlearn.recipes import DDPMRecipe, ddpm_alphas_cumprod, fashion_for_diffusion  # noqa: E402
+from sdlearn.data import fashion_for_diffusion  # noqa: E402
+from sdlearn.recipes import DDPMRecipe  # noqa: E402
 from sdlearn.training import TrainConfig, train  # noqa: E402
 from sdlearn.utils import atomic_write  # noqa: E402
 
@@ -33,7 +34,7 @@ TABLE = ROOT / "book" / "_generated" / "training.md"
 def main() -> int:
     recipe = DDPMRecipe()
     images, _ = fashion_for_diffusion("train")
-    alphas_cumprod = ddpm_alphas_cumprod(recipe)
+    alphas_cumprod = recipe.noise_schedule().alphas_cumprod
 
     def loss_fn(m, x0, generator):
         return diffusion_loss(m, x0, alphas_cumprod, generator, prediction_type=recipe.prediction_type,

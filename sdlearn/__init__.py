@@ -1,13 +1,30 @@
 """sdlearn: the companion package of the course "Stable Diffusion from the magic function up".
 
-The package is organised by component; each lesson imports from several modules:
+The package is organised by concept, one module each; a lesson imports from several:
 
-- `sdlearn.data`: datasets (scikit-learn digits, Fashion-MNIST), class names, captions, loaders
-- `sdlearn.plotting`: image grids, side-by-side comparisons, animations
+- `sdlearn.data`: datasets (scikit-learn digits, Fashion-MNIST), the diffusion models' 32x32
+  form, class names, captions and the flips that go with them, loaders
+- `sdlearn.plotting`: image grids, side-by-side comparisons, animations, U-Net diagrams
 - `sdlearn.gradients`: finite differences, autograd gradients, gradient checks, gradient ascent
-- `sdlearn.models`: the small networks the lessons train
+- `sdlearn.schedules`: noise schedules (betas, alpha-bar, sigmas), timestep spacing, adding noise
+- `sdlearn.losses`: the diffusion, classification, VAE and contrastive (CLIP) losses
+- `sdlearn.samplers`: DDPM, DDIM, Euler, Euler ancestral, Heun and LMS, as plain functions
+- `sdlearn.text_to_image`: the text-to-image loop of Stable Diffusion, step by step, and its parts
+- `sdlearn.guidance`: classifier-free guidance and negative prompts
+- `sdlearn.conditioning`: class labels as conditioning: the embedding, the loss, sampling per class
+- `sdlearn.attention_maps`: recording attention maps (cross, self or both) on sdlearn's models or diffusers'
+- `sdlearn.tokenizer`: CLIP's tokenizer, offline
+- `sdlearn.models`: the networks the lessons build and train (classifier, U-Net, attention,
+  autoencoders, CLIP) and the conversion of the U-Net to and from diffusers
+- `sdlearn.training`: one training loop (AdamW, EMA, mixed precision, checkpoints, Accelerate)
+- `sdlearn.precision`: whether bf16 pays on this hardware
+- `sdlearn.recipes`: the settings behind every shipped model; `python -m sdlearn.train NAME` runs one
+- `sdlearn.weights`: the registry of shipped models (weights files and pipeline folders)
+- `sdlearn.pipelines`: text-to-image pipelines as diffusers folders, shipped or from the Hub
+- `sdlearn.metrics`: judging generated images (classifier, Fréchet distance, realism), PSNR, SSIM, CLIP accuracy
 - `sdlearn.exercises`: graded exercises and their checks
-- `sdlearn.utils`: device choice, seeding, atomic file writes
+- `sdlearn.numerics`: the pinned CPU settings that make every lesson print the same numbers everywhere
+- `sdlearn.utils`: device choice, seeding, atomic file writes, printing differences
 """
 
 __version__ = "0.1.0"

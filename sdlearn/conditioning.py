@@ -12,10 +12,7 @@ table picks one row (`one_hot_embedding`): the embedding is a lookup. Training i
 with the label passed to the network; with `drop_label_p`, some labels are replaced by an extra
 "no class" label (`null_class`), so the same network also learns the unconditional model that
 classifier-free guidance needs (lesson 14). Text conditioning, through cross-attention, needs
-no code here: the text encoder's output goes to the U-Net as `context` (lessons 13 to 15).
-
-`faces_flipped` is a judge for generated images: is an image closer to a reference (such as
-the average real sneaker) or to the reference mirrored?
+no code here: the text encoder's output goes to the U-Net as `encoder_hidden_states` (lessons 13 to 15).
 """
 
 from __future__ import annotations
@@ -63,7 +60,8 @@ def drop_labels(labels: torch.Tensor, p: float, null_class: int, generator: torc
     """Replace each label by `null_class` with probability `p` (one uniform draw per label)."""
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"p must be a probability in [0, 1], got {p}")
-    drop = torch.rand(len(labels), generator=generator) < p
+    device = generator.device if generator is not None else "cpu"       # draw where the generator lives
+    drop = torch.rand(len(labels), generator=generator, device=device) < p
     return with_null_class(labels, drop.to(torch.as_tensor(labels).device), null_class)
 
 
@@ -92,43 +90,24 @@ def class_conditional_loss(model, x0: torch.Tensor, labels: torch.Tensor, alphas
 
 
 def generate_for_classes(model, labels: torch.Tensor, *, alphas_cumprod: torch.Tensor, batch_size: int = 250,
-                         seed: int = 0, device: str | torch.device = "cpu", **generate_kwargs) -> torch.Tensor:
+                         generator: torch.Generator | None = None, device: str | torch.device = "cpu",
+                         **generate_kwargs) -> torch.Tensor:
     """One sample per entry of `labels` from a class-conditional model, with `sdlearn.samplers.generate`.
 
-    The labels are split into batches of `batch_size`; batch i draws its noise from a generator
-    seeded with (seed, i), so the result is the same on every run. Other keyword arguments
+    The labels are split into batches of `batch_size`; all batches draw their noise, in order,
+    from `generator` (default: `torch.Generator().manual_seed(0)`), so the result is the same on
+    every run. Other keyword arguments
     (`num_inference_steps`, `prediction_type`, `shape`, `decode`, `sampler`, ...) go to `generate`.
     """
     labels = torch.as_tensor(labels)
     if labels.ndim != 1 or not len(labels):
         raise ValueError(f"labels must be a non-empty 1-d tensor of class indices, got shape {tuple(labels.shape)}")
+    if generator is None:
+        generator = torch.Generator().manual_seed(0)
     out = []
-    for index, start in enumerate(range(0, len(labels), batch_size)):
+    for start in range(0, len(labels), batch_size):
         chunk = labels[start:start + batch_size].to(device)
         noise_model = NoiseModel(model, class_labels=chunk)          # calls model(x, t, class_labels=chunk)
         out.append(generate(noise_model, len(chunk), alphas_cumprod=alphas_cumprod, batch_size=len(chunk),
-                            seed=seed * 10_007 + index, device=device, **generate_kwargs))
+                            generator=generator, device=device, **generate_kwargs))
     return torch.cat(out)
-
-
-def faces_flipped(images: torch.Tensor, reference: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """For each image (N, C, H, W): is it closer to `reference` flipped along `dim` than to `reference`?
-
-    Closeness is the cosine similarity after subtracting each image's mean. With the average
-    real sneaker as reference (which faces left) and dim=-1, True means "faces right"; with
-    dim=-2, True means "upside down". Returns a boolean tensor (N,).
-    """
-    if images.ndim != 4 or tuple(images.shape[1:]) != tuple(reference.shape[-3:]):
-        raise ValueError(f"images (N, C, H, W) must match the reference's shape {tuple(reference.shape[-3:])}, "
-                         f"got {tuple(images.shape)}")
-
-    def centred_unit(x):
-        x = x.reshape(len(x), -1).double()
-        x = x - x.mean(dim=1, keepdim=True)
-        return F.normalize(x, dim=1)
-
-    reference = reference.reshape(1, *reference.shape[-3:])
-    x = centred_unit(images)
-    as_is = x @ centred_unit(reference).T                     # (N, 1)
-    flipped = x @ centred_unit(reference.flip(dim)).T         # (N, 1)
-    return (flipped > as_is)[:, 0]

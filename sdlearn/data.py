@@ -1,6 +1,10 @@
 """Datasets for the lessons: scikit-learn's handwritten digits and Fashion-MNIST.
 
 Every loader returns float images in [0, 1] with shape (N, 1, H, W) and int64 labels.
+`fashion_for_diffusion` gives the 32x32, [-1, 1] form the diffusion models train on, and
+`to_classifier_range` takes generated images back to what the classifier reads. The caption
+helpers at the end turn labels into the captions the text models train on, flipping each
+image to match what its caption says.
 Nothing here downloads from a model hub; Fashion-MNIST is looked for on disk first and
 downloaded from its canonical address only where a network exists (Colab).
 """
@@ -276,18 +280,86 @@ class ImageDataset(Dataset):
         return self.images[index], self.labels[index]
 
 
-def make_loader(images: torch.Tensor, labels: torch.Tensor, *, batch_size: int = 64,
-                shuffle: bool = True, seed: int = 0, drop_last: bool = False) -> DataLoader:
-    """A DataLoader whose shuffling is fixed by `seed`: the same seed gives the same batches."""
-    generator = torch.Generator().manual_seed(seed)
+def make_loader(images: torch.Tensor, labels: torch.Tensor, *, batch_size: int = 64, shuffle: bool = True,
+                generator: torch.Generator | None = None, drop_last: bool = False) -> DataLoader:
+    """A DataLoader whose shuffling draws from `generator` (default: seeded with 0): the same seed, the same batches."""
+    if generator is None:
+        generator = torch.Generator().manual_seed(0)
     return DataLoader(ImageDataset(images, labels), batch_size=batch_size, shuffle=shuffle,
                       generator=generator, drop_last=drop_last)
 
 
-def split_indices(n: int, test_fraction: float = 0.2, *, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """A seeded random split of `range(n)` into train and test indices."""
+def split_indices(n: int, test_fraction: float = 0.2, *,
+                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random split of `range(n)` into train and test indices, drawn from `generator` (default: seeded with 0)."""
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must be between 0 and 1, got {test_fraction}")
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    if generator is None:
+        generator = torch.Generator().manual_seed(0)
+    order = torch.randperm(n, generator=generator)
     n_test = int(round(n * test_fraction))
     return order[n_test:], order[:n_test]
+
+
+# --------------------------------------------------------------------------- images for diffusion models
+
+def fashion_for_diffusion(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
+    """Fashion-MNIST padded to 32x32 and scaled to [-1, 1] (background -1), with labels."""
+    images, labels = load_fashion_mnist(split)
+    images = F.pad(images, (2, 2, 2, 2))                # (N, 1, 32, 32): 32 divides by 2 three times
+    return images * 2 - 1, labels
+
+
+def to_classifier_range(images: torch.Tensor) -> torch.Tensor:
+    """Undo `fashion_for_diffusion`: crop the 28x28 centre and map [-1, 1] back to [0, 1]."""
+    return ((images[..., 2:30, 2:30] + 1) / 2).clamp(0, 1)
+
+
+def random_hflip(images: torch.Tensor, generator: torch.Generator | None = None, p: float = 0.5) -> torch.Tensor:
+    """Mirror each image (N, C, H, W) left to right with probability `p`: a mirrored shoe is still a shoe.
+
+    The coin flips are drawn on the generator's device and moved to the images'.
+    """
+    device = generator.device if generator is not None else images.device
+    flip = (torch.rand(images.shape[0], generator=generator, device=device) < p).to(images.device)
+    return torch.where(flip[:, None, None, None], images.flip(-1), images)
+
+
+# --------------------------------------------------------------------------- captions for text models
+
+def clip_caption_table() -> tuple[list[str], torch.Tensor]:
+    """Every training caption, and a lookup (label, superclass, mirrored, upside_down, say_direction) -> index."""
+    captions, lookup = [], torch.zeros(10, 2, 2, 2, 2, dtype=torch.long)
+    for label in range(10):
+        for sup in (0, 1):
+            for mirrored in (0, 1):
+                for upside_down in (0, 1):
+                    for say in (0, 1):
+                        text = fashion_caption_with_attributes(label, superclass=bool(sup), mirrored=bool(mirrored),
+                                                               upside_down=bool(upside_down), say_direction=bool(say))
+                        if text not in captions:
+                            captions.append(text)
+                        lookup[label, sup, mirrored, upside_down, say] = captions.index(text)
+    return captions, lookup
+
+
+def draw_captions(labels: torch.Tensor, probabilities, lookup: torch.Tensor, generator: torch.Generator):
+    """Random caption settings for a batch: (mirrored, upside_down, caption indices), flags as bool tensors.
+
+    `probabilities` is anything with the attributes `superclass_p`, `mirror_p`, `upside_down_p`
+    and `say_direction_p` (the CLIP and text-to-image recipes); the caller flips each image as
+    the flags say.
+    """
+    p = torch.tensor([probabilities.superclass_p, probabilities.mirror_p, probabilities.upside_down_p,
+                      probabilities.say_direction_p])
+    sup, mirrored, upside_down, say = (torch.rand(4, len(labels), generator=generator) < p[:, None]).long()
+    return mirrored.bool(), upside_down.bool(), lookup[labels.cpu(), sup, mirrored, upside_down, say]
+
+
+def clip_batch(images: torch.Tensor, labels: torch.Tensor, probabilities, lookup: torch.Tensor,
+               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Randomly flip a batch of images and caption each one to match: (images, caption indices)."""
+    mirrored, upside_down, index = draw_captions(labels, probabilities, lookup, generator)
+    images = torch.where(mirrored[:, None, None, None].to(images.device), images.flip(-1), images)
+    images = torch.where(upside_down[:, None, None, None].to(images.device), images.flip(-2), images)
+    return images, index

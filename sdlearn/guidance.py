@@ -1,13 +1,8 @@
-"""Classifier-free guidance and the text-to-image loop, written out.
+"""Classifier-free guidance: the formula, negative prompts, and a guided U-Net for the samplers.
 
-    images = text_to_image(pipe, "a photo of a sneaker", negative_prompt="a photo of a sandal",
-                           guidance_scale=5.0, num_inference_steps=25,
-                           generator=torch.Generator().manual_seed(0))
-
-`text_to_image` takes the parts of a `diffusers.StableDiffusionPipeline` (its tokenizer, text
-encoder, U-Net, scheduler and VAE) and does by hand what the pipeline's `__call__` does, so that
-every step can be seen (`callback`) and changed. For the same inputs it returns the pipeline's
-pixels.
+    guided = classifier_free_guidance(uncond, cond, guidance_scale=7.5)
+    model = GuidedNoiseModel(pipe.unet, prompt_embeds, negative_prompt_embeds, guidance_scale=7.5)
+    latents = sample_euler(model, latents, schedule, prediction_type="v_prediction")
 
 Classifier-free guidance (Ho and Salimans, 2021): one model, trained with the caption sometimes
 dropped, predicts the noise twice, with the prompt and without it; the difference is the
@@ -18,17 +13,19 @@ direction the prompt pulls in, and the guidance scale says how far to go along i
 A negative prompt takes the place of the empty prompt as the reference, so guidance also pushes
 away from what it describes. As in diffusers, a guidance scale of 1 or less switches guidance
 off: the model runs once per step, on the prompt alone, and the negative prompt is not used.
+
+`GuidedNoiseModel` wraps a text-conditioned U-Net and the prompts' embeddings into the
+`model(x, t)` that every sampler of `sdlearn.samplers` takes (the idea of k-diffusion's
+`CFGDenoiser`), and the text-to-image loop (`sdlearn.text_to_image`) calls the same wrapper, so
+that guidance is written once for both.
 """
 
 from __future__ import annotations
 
-import inspect
-from dataclasses import dataclass
-from typing import Callable
-
 import torch
 
-from sdlearn.tokenizer import check_prompts, tokenize
+from sdlearn.samplers import NoiseModel
+from sdlearn.tokenizer import check_prompts
 
 
 def classifier_free_guidance(uncond: torch.Tensor, cond: torch.Tensor, scale: float) -> torch.Tensor:
@@ -57,97 +54,67 @@ def check_negative_prompts(prompts: list[str], negative_prompt) -> list[str]:
     return negatives
 
 
-@torch.no_grad()
-def encode_prompts(tokenizer, text_encoder, prompts) -> torch.Tensor:
-    """Token ids to the text encoder's last hidden state (B, 77, D): the context of cross-attention."""
-    device = next(text_encoder.parameters()).device
-    ids = tokenize(prompts, tokenizer, max_length=tokenizer.model_max_length).to(device)
-    return text_encoder(ids)[0]
+class GuidedNoiseModel(NoiseModel):
+    """A text-conditioned U-Net with classifier-free guidance, as the samplers' `model(x, t)`.
 
+    unet                     a diffusers `UNet2DConditionModel`, or sdlearn's UNet with cross-attention:
+                             anything called as `unet(sample, timestep, encoder_hidden_states=...)`
+    prompt_embeds            (B, 77, D) the prompts' context vectors (`sdlearn.text_to_image.encode_prompts`)
+    negative_prompt_embeds   (B, 77, D) the reference: the empty or the negative prompts; needed when
+                             guidance is on, unused when it is off
+    guidance_scale           above 1 (`uses_guidance`), each call runs the U-Net once on the doubled batch
+                             [x; x] with the contexts [negative; prompt] (diffusers' order) and returns
+                             `classifier_free_guidance` of the two halves; at 1 or less it runs once on x
+                             with the prompts alone and returns that prediction, as diffusers does
+    extra_channels           (B, k, h, w) or None: concatenated after the sample's channels on every call
+                             (doubled with it when guided), for U-Nets that read more than the latents,
+                             such as an inpainting U-Net's mask and masked-image latents (4 + 1 + 4 = 9)
 
-def predicted_x0(model_output: torch.Tensor, sample: torch.Tensor, alpha_prod_t: torch.Tensor,
-                 prediction_type: str) -> torch.Tensor:
-    """The clean latent the model's output implies, from the variance-preserving sample x_t."""
-    a = alpha_prod_t.to(sample.dtype)
-    if prediction_type == "epsilon":
-        return (sample - (1 - a).sqrt() * model_output) / a.sqrt()
-    if prediction_type == "v_prediction":
-        return a.sqrt() * sample - (1 - a).sqrt() * model_output
-    if prediction_type == "sample":
-        return model_output
-    raise ValueError(f"unknown prediction_type {prediction_type!r}")
-
-
-@dataclass
-class Step:
-    """What `callback` sees after each denoising step."""
-    index: int                  # 0, 1, ..., num_inference_steps - 1
-    timestep: int               # the scheduler's timestep t of this step
-    latents: torch.Tensor       # the latents after the step (input to the next one)
-    pred_x0: torch.Tensor       # the clean latents predicted at this step, from the guided prediction
-
-
-@torch.no_grad()
-def text_to_image(pipe, prompt, *, negative_prompt=None, guidance_scale: float = 7.5,
-                  num_inference_steps: int = 50, height: int | None = None, width: int | None = None,
-                  generator: torch.Generator | None = None, scheduler=None,
-                  callback: Callable[[Step], None] | None = None, output_type: str = "pt"):
-    """Generate images from text with the components of a StableDiffusionPipeline, step by step.
-
-    Returns images (B, C, H, W) in [0, 1] (`output_type="pt"`), or the final latents
-    (`output_type="latent"`). `scheduler` replaces the pipeline's (it is configured here, so
-    pass a fresh one). `callback(step)` runs after every step with the new latents and the
-    predicted clean latents.
+    `x` (B, C, h, w) is the sample the U-Net sees, already scaled for it (the samplers and
+    diffusers' `scale_model_input` do that); `t` is one timestep, or one per image.
     """
-    prompts = check_prompts(prompt)
-    negatives = check_negative_prompts(prompts, negative_prompt)
-    if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
-        raise ValueError(f"num_inference_steps must be an integer of at least 1, got {num_inference_steps!r}")
-    if output_type not in ("pt", "latent"):
-        raise ValueError(f"output_type must be 'pt' or 'latent', got {output_type!r}")
-    unet, vae, scheduler = pipe.unet, pipe.vae, scheduler or pipe.scheduler
-    factor = 2 ** (len(vae.config.block_out_channels) - 1)         # the autoencoder's downsampling factor
-    height = height or unet.config.sample_size * factor
-    width = width or unet.config.sample_size * factor
-    if height % factor or width % factor or height < factor or width < factor:
-        raise ValueError(f"height and width must be positive multiples of the autoencoder's factor {factor}, "
-                         f"got {height}x{width}; try {max(factor, height // factor * factor)}x"
-                         f"{max(factor, width // factor * factor)}")
-    device = next(unet.parameters()).device
-    guided = uses_guidance(guidance_scale)
 
-    # 1. the prompts (and the reference prompts) to context vectors
-    context = encode_prompts(pipe.tokenizer, pipe.text_encoder, prompts)
-    if guided:
-        context = torch.cat([encode_prompts(pipe.tokenizer, pipe.text_encoder, negatives), context])
-    # 2. the schedule of timesteps, and the initial latents: pure noise at the scheduler's scale
-    scheduler.set_timesteps(num_inference_steps, device=device)
-    shape = (len(prompts), unet.config.in_channels, height // factor, width // factor)
-    latents = torch.randn(shape, generator=generator, device=device, dtype=context.dtype)
-    latents = latents * scheduler.init_noise_sigma
-    accepted = inspect.signature(scheduler.step).parameters       # as diffusers: pass what the step takes
-    step_kwargs = {"generator": generator} if "generator" in accepted else {}
-    if "eta" in accepted:
-        step_kwargs["eta"] = 0.0
-    prediction_type = scheduler.config.prediction_type
-    alphas_cumprod = scheduler.alphas_cumprod.to(device)
-    # 3. denoise: the U-Net on the doubled batch, guidance, the scheduler's step
-    for i, t in enumerate(scheduler.timesteps):
-        model_input = torch.cat([latents] * 2) if guided else latents
-        model_input = scheduler.scale_model_input(model_input, t)
-        output = unet(model_input, t, encoder_hidden_states=context, return_dict=False)[0]
-        if guided:
-            uncond, cond = output.chunk(2)
-            output = classifier_free_guidance(uncond, cond, guidance_scale)
-            model_input = model_input[len(prompts):]
-        if callback is not None:
-            x0 = predicted_x0(output, model_input, alphas_cumprod[int(t)], prediction_type)
-        latents = scheduler.step(output, t, latents, **step_kwargs, return_dict=False)[0]
-        if callback is not None:
-            callback(Step(index=i, timestep=int(t), latents=latents, pred_x0=x0))
-    if output_type == "latent":
-        return latents
-    # 4. decode, and map [-1, 1] to [0, 1]
-    images = vae.decode(latents / vae.config.scaling_factor, return_dict=False)[0]
-    return (images / 2 + 0.5).clamp(0, 1)
+    def __init__(self, unet, prompt_embeds: torch.Tensor, negative_prompt_embeds: torch.Tensor | None = None, *,
+                 guidance_scale: float = 7.5, extra_channels: torch.Tensor | None = None):
+        self.guided = uses_guidance(guidance_scale)
+        if self.guided:
+            if negative_prompt_embeds is None:
+                raise ValueError(f"guidance_scale {guidance_scale:g} turns guidance on, which needs the reference "
+                                 f"embeddings: pass negative_prompt_embeds (the empty prompt's, for no negative "
+                                 f"prompt), or a guidance_scale of 1 or less to run without guidance")
+            if negative_prompt_embeds.shape != prompt_embeds.shape:
+                raise ValueError(f"negative_prompt_embeds {tuple(negative_prompt_embeds.shape)} and prompt_embeds "
+                                 f"{tuple(prompt_embeds.shape)} must have the same shape: one reference per prompt")
+            context = torch.cat([negative_prompt_embeds, prompt_embeds])      # (2B, 77, D): reference first
+        else:
+            context = prompt_embeds
+        if extra_channels is not None and extra_channels.shape[0] != prompt_embeds.shape[0]:
+            raise ValueError(f"extra_channels has {extra_channels.shape[0]} images for {prompt_embeds.shape[0]} "
+                             f"prompts: give one per prompt")
+        super().__init__(unet, encoder_hidden_states=context)
+        self.batch_size = prompt_embeds.shape[0]
+        self.guidance_scale = guidance_scale
+        self.extra_channels = extra_channels
 
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] != self.batch_size:
+            raise ValueError(f"x has {x.shape[0]} images but the model was given {self.batch_size} prompts: "
+                             f"draw one starting sample per prompt")
+        t = torch.as_tensor(t, device=x.device)
+        t = t.expand(x.shape[0]) if t.ndim == 0 else t                 # (B,)
+        extra = self.extra_channels
+        if self.guided:
+            # 1. one copy of the batch for each context: [reference; prompt]
+            x = torch.cat([x, x])                                      # (2B, C, h, w)
+            t = torch.cat([t, t])                                      # (2B,)
+            extra = torch.cat([extra, extra]) if extra is not None else None
+        if extra is not None:
+            x = torch.cat([x, extra.to(x.device, x.dtype)], dim=1)    # (B or 2B, C + k, h, w)
+        # 2. the U-Net on the whole batch
+        output = super().__call__(x, t)
+        if not self.guided:
+            return output
+        # 3. guidance: from the reference's prediction past the prompt's
+        uncond, cond = output.chunk(2)
+        return classifier_free_guidance(uncond, cond, self.guidance_scale)

@@ -1,11 +1,23 @@
-"""Training losses: the diffusion (noise-prediction) loss with its weightings, and classification."""
+"""Training losses, one per kind of model the course trains.
+
+- `diffusion_loss`: the DDPM noise- (or velocity-) prediction loss, optionally Min-SNR weighted;
+- `classification_loss`: cross-entropy, with random flips;
+- `vae_loss`: reconstruction plus the KL term of a variational autoencoder;
+- `contrastive_loss`: CLIP's symmetric InfoNCE loss over a batch of image-caption pairs.
+"""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
+from sdlearn.data import random_hflip
 from sdlearn.schedules import add_noise, signal_to_noise, velocity
+
+if TYPE_CHECKING:
+    from sdlearn.models.autoencoder import Autoencoder
 
 
 def diffusion_loss(model, x0: torch.Tensor, alphas_cumprod: torch.Tensor, generator: torch.Generator, *,
@@ -43,6 +55,45 @@ def classification_loss(model, images: torch.Tensor, labels: torch.Tensor, gener
                         flip: bool = False) -> torch.Tensor:
     """Cross-entropy, with an optional random horizontal flip of half the images."""
     if flip:
-        mask = torch.rand(images.shape[0], generator=generator).to(images.device) < 0.5
-        images = torch.where(mask[:, None, None, None], images.flip(-1), images)
+        images = random_hflip(images, generator)
     return F.cross_entropy(model(images), labels)
+
+def vae_loss(model: Autoencoder, x: torch.Tensor, generator: torch.Generator | None = None,
+             kl_weight: float = 1e-3) -> torch.Tensor:
+    """Mean squared reconstruction error plus kl_weight times the KL term per image number.
+
+    For a plain autoencoder this is the reconstruction error alone.
+    """
+    reconstruction, encoded = model(x, generator=generator)
+    loss = F.mse_loss(reconstruction, x)
+    if model.config.variational:
+        loss = loss + kl_weight * encoded.kl().mean() / x[0].numel()
+    return loss
+
+
+def contrastive_loss(logits_per_image: torch.Tensor, caption_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """The symmetric InfoNCE loss of CLIP: image i's caption is text i, and text i's image is image i.
+
+    Cross-entropy over each row (which text goes with this image?) and over each column (which
+    image goes with this text?), averaged. With `caption_ids` (B,), texts that are the same
+    caption count as the same answer: the target of a row is spread evenly over every column
+    with that caption (a batch of Fashion-MNIST captions repeats captions often).
+
+    When the copies of a caption have the same embedding, as they do when the text encoder sees
+    them all, their columns are identical and both forms give the same loss and the same
+    gradients; the shared targets matter when copies differ (for example, with dropout in the
+    text encoder). Either way, a batch with repeated captions cannot reach a loss of 0: lesson
+    12 measures the floor.
+    """
+    if logits_per_image.ndim != 2 or logits_per_image.shape[0] != logits_per_image.shape[1]:
+        raise ValueError(f"expected a square matrix of logits (one caption per image), got "
+                         f"{tuple(logits_per_image.shape)}")
+    n = logits_per_image.shape[0]
+    if caption_ids is None:
+        targets = torch.arange(n, device=logits_per_image.device)
+        return (F.cross_entropy(logits_per_image, targets) + F.cross_entropy(logits_per_image.T, targets)) / 2
+    if caption_ids.shape != (n,):
+        raise ValueError(f"caption_ids must have one id per image, shape ({n},), got {tuple(caption_ids.shape)}")
+    same = (caption_ids[:, None] == caption_ids[None, :]).float()
+    targets = same / same.sum(dim=1, keepdim=True)
+    return (F.cross_entropy(logits_per_image, targets) + F.cross_entropy(logits_per_image.T, targets)) / 2

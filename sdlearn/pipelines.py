@@ -6,7 +6,8 @@
 
 A shipped pipeline is an ordinary diffusers folder (`model_index.json`, and `unet/`, `vae/`,
 `text_encoder/`, `tokenizer/`, `scheduler/`), so `diffusers.StableDiffusionPipeline.from_pretrained`
-loads it unchanged. Its weights are stored in half precision to keep the package small; their
+loads it unchanged. The registry in `sdlearn.weights` lists it beside the shipped weights files
+(`available()`), finds it (`resolve`) and reads its training record (`read_info`). Its weights are stored in half precision to keep the package small; their
 configs say float32, so they load as float32.
 """
 
@@ -23,20 +24,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from sdlearn.weights import WEIGHTS_DIR
-
-INFO_FILE = "sdlearn_info.json"
+from sdlearn.weights import PIPELINE_INFO, WEIGHTS_DIR, is_pipeline, resolve
 
 
 def scheduler_config(beta_schedule: str, prediction_type: str) -> dict:
     """The DDIM scheduler a shipped pipeline samples with: the training schedule, trailing spacing."""
     return {"num_train_timesteps": 1000, "beta_schedule": beta_schedule, "prediction_type": prediction_type,
             "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1, "timestep_spacing": "trailing"}
-
-
-def shipped() -> list[str]:
-    """Names of the pipelines shipped with the package."""
-    return sorted(p.name for p in WEIGHTS_DIR.iterdir() if (p / "model_index.json").exists())
 
 
 def _halve(folder: Path) -> None:
@@ -84,7 +78,7 @@ def write_pipeline(folder, *, unet, vae, text_encoder, beta_schedule: str, predi
         _slim_tokenizer(staging / "tokenizer")
         if half:
             _halve(staging)
-        (staging / INFO_FILE).write_text(json.dumps(info or {}, indent=1) + "\n")
+        (staging / PIPELINE_INFO).write_text(json.dumps(info or {}, indent=1) + "\n")
         for path in [staging, *staging.rglob("*")]:       # readable by all, as an installed package must be
             path.chmod(0o755 if path.is_dir() else 0o644)
         old = folder.with_name(f".{folder.name}.old")
@@ -100,13 +94,6 @@ def write_pipeline(folder, *, unet, vae, text_encoder, beta_schedule: str, predi
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return folder
-
-
-def read_info(name_or_path) -> dict:
-    """The training information stored with a pipeline folder."""
-    path = _resolve(name_or_path)
-    file = path / INFO_FILE
-    return json.loads(file.read_text()) if file.exists() else {}
 
 
 SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"      # the Hub id of Stable Diffusion 1.5
@@ -143,17 +130,6 @@ class HubUnavailableError(OSError):
 def _is_hub_id(name) -> bool:
     text = str(name)
     return text.count("/") == 1 and not Path(text).exists() and not text.startswith((".", "/", "~"))
-
-
-def _resolve(name_or_path) -> Path:
-    path = Path(name_or_path)
-    if (path / "model_index.json").exists():
-        return path
-    candidate = WEIGHTS_DIR / str(name_or_path)
-    if (candidate / "model_index.json").exists():
-        return candidate
-    raise FileNotFoundError(f"no pipeline called {name_or_path!r}: give a shipped name ({', '.join(shipped()) or 'none'}), "
-                            f"a folder holding a model_index.json, or a Hugging Face Hub id such as {SD15!r}")
 
 
 @contextmanager
@@ -209,11 +185,17 @@ def load(name_or_path, device: str | torch.device | None = None, *, dtype: torch
                 f"could not load {name_or_path!r} from the Hugging Face Hub or its local cache ({type(error).__name__}: "
                 f"{str(error).splitlines()[0][:200]}). It needs a network connection the first time, and about 5 GB "
                 f"of disk; a GPU makes it practical. Without them, use the model shipped with sdlearn: "
-                f"sdlearn.pipelines.load({shipped()[0] if shipped() else 'NAME'!r}).") from error
+                f"sdlearn.pipelines.load({SHIPPED_TEXT2IMAGE!r}).") from error
     else:
+        try:
+            path = resolve(name_or_path)
+        except FileNotFoundError as error:
+            raise FileNotFoundError(f"{error} A pipeline may also be a Hugging Face Hub id such as {SD15!r}.") from None
+        if not is_pipeline(path):
+            raise ValueError(f"{name_or_path!r} is a weights file, not a pipeline folder: load it with "
+                             f"sdlearn.weights.load({name_or_path!r})")
         with _quiet_loading():
-            pipe = StableDiffusionPipeline.from_pretrained(str(_resolve(name_or_path)),
-                                                           **_dtype_keyword(dtype or torch.float32))
+            pipe = StableDiffusionPipeline.from_pretrained(str(path), **_dtype_keyword(dtype or torch.float32))
         device = device or "cpu"
     if attention_slicing:
         pipe.enable_attention_slicing()

@@ -116,6 +116,23 @@ def show_images(images, nrows: int | None = None, ncols: int | None = None,
     return fig
 
 
+
+def save_image_grid(images, path, *, ncols: int = 8, vmin: float = -1.0, vmax: float = 1.0, imsize: float = 1.0,
+                    title: str | None = None) -> None:
+    """Write a grid of images (by default in [-1, 1], the diffusion models' range) to a PNG file.
+
+    The file is written to a temporary name and renamed, so an interrupted run never leaves
+    half an image behind.
+    """
+    from sdlearn.utils import atomic_path
+
+    fig = show_images(images, ncols=ncols, vmin=vmin, vmax=vmax, imsize=imsize, suptitle=title)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
+
 def show_side_by_side(left, right, titles: tuple[str, str] = ("before", "after"), **kwargs):
     """Two batches of the same size as two rows, for before/after comparisons."""
     left_items, right_items = _split_batch(left), _split_batch(right)

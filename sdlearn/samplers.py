@@ -6,12 +6,15 @@ Every sampler has the same signature:
 
 - `model(x_in, t)` returns the network's prediction for the batch `x_in` at timesteps `t` (a
   tensor with one value per image): the noise (`prediction_type="epsilon"`) or the velocity
-  ("v_prediction"). `as_noise_model` adapts a diffusers U-Net or any module to this.
+  ("v_prediction"). `as_noise_model` adapts a diffusers U-Net or any module to this;
+  `sdlearn.guidance.GuidedNoiseModel` adapts a text-conditioned U-Net, prompts and a guidance
+  scale (classifier-free guidance on the doubled batch), so the same samplers draw from text.
 - `x` is the starting sample: unit noise for DDPM and DDIM, `schedule.init_noise_sigma`
   times unit noise for the sigma samplers (Euler, Euler ancestral, Heun, LMS).
 - `schedule` comes from `sdlearn.schedules.make_schedule`.
-- `callback(i, t, x, pred_x0)` is called after every step with the new sample and the
-  model's estimate of the clean image.
+- `callback(step)` is called after every step with a `Step`: its index and timestep, the new
+  sample and the model's estimate of the clean image. `sdlearn.text_to_image` calls its
+  callback with the same `Step`, so one callback serves every denoising loop of the package.
 
 Each step computes what the matching diffusers scheduler computes, so that with the same
 model, starting sample and generator the trajectories agree (tests/test_samplers.py).
@@ -19,16 +22,29 @@ model, starting sample and generator the trajectories agree (tests/test_samplers
 
 from __future__ import annotations
 
+import inspect
+from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
 import torch
 from scipy import integrate
 
-from sdlearn.schedules import Schedule
+from sdlearn.schedules import Schedule, make_schedule
+from sdlearn.utils import randn_tensor
 
-Callback = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]
 PREDICTION_TYPES = ("epsilon", "v_prediction")
+
+
+@dataclass
+class Step:
+    """What a denoising loop's `callback` sees after each step, in pixel or in latent space."""
+    index: int                  # 0, 1, ..., number of steps - 1
+    timestep: int | float       # the model timestep t of this step (a float where the schedule's t is fractional)
+    sample: torch.Tensor        # x after the step, the input of the next one: images, or latents
+    pred_x0: torch.Tensor       # the clean sample the model's prediction at this step implies
+
+
+Callback = Callable[[Step], None]
 
 
 # --------------------------------------------------------------------------- adapters
@@ -39,6 +55,7 @@ class NoiseModel:
     Works for sdlearn's models (`forward(x, t)` returning a tensor) and for diffusers'
     `UNet2DModel` / `UNet2DConditionModel` (which return an object with `.sample`). Extra
     keyword arguments, such as `encoder_hidden_states`, are passed through on every call.
+    `sdlearn.guidance.GuidedNoiseModel` builds on it for classifier-free guidance.
     """
 
     def __init__(self, network: torch.nn.Module, **kwargs):
@@ -47,7 +64,8 @@ class NoiseModel:
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        t = t.to(x.device).expand(x.shape[0]) if t.ndim == 0 else t.to(x.device)
+        t = torch.as_tensor(t, device=x.device)
+        t = t.expand(x.shape[0]) if t.ndim == 0 else t              # (B,): one timestep per image
         out = self.network(x, t, **self.kwargs)
         return out.sample if hasattr(out, "sample") else out
 
@@ -55,12 +73,6 @@ class NoiseModel:
 def as_noise_model(network, **kwargs) -> NoiseModel:
     """Adapt a from-scratch model or a diffusers U-Net to the sampler's `model(x, t)` interface."""
     return network if isinstance(network, NoiseModel) else NoiseModel(network, **kwargs)
-
-
-def _randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """Draw noise as diffusers' randn_tensor does: on the generator's device, then moved."""
-    device = generator.device if generator is not None else x.device
-    return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
 
 
 def _check(x: torch.Tensor, schedule: Schedule, prediction_type: str) -> None:
@@ -122,10 +134,10 @@ def sample_ddpm(model, x, schedule: Schedule, *, prediction_type: str = "epsilon
         # 4. add noise with the posterior variance, except at the last step
         if t > 0:
             variance = torch.clamp((1 - a_prev) / (1 - a_t) * beta_t, min=1e-20)
-            mean = mean + variance ** 0.5 * _randn_like(output, generator)
+            mean = mean + variance ** 0.5 * randn_tensor(output.shape, generator, output.device, output.dtype)
         x = mean
         if callback is not None:
-            callback(i, timesteps[i], x, pred_x0)
+            callback(Step(index=i, timestep=t, sample=x, pred_x0=pred_x0))
     return x
 
 
@@ -168,9 +180,9 @@ def sample_ddim(model, x, schedule: Schedule, *, prediction_type: str = "epsilon
         x = a_prev ** 0.5 * pred_x0 + direction
         # 5. random noise, only when eta > 0
         if eta > 0:
-            x = x + std_dev_t * _randn_like(output, generator)
+            x = x + std_dev_t * randn_tensor(output.shape, generator, output.device, output.dtype)
         if callback is not None:
-            callback(i, timesteps[i], x, pred_x0)
+            callback(Step(index=i, timestep=t, sample=x, pred_x0=pred_x0))
     return x
 
 
@@ -208,7 +220,7 @@ def sample_euler(model, x, schedule: Schedule, *, prediction_type: str = "epsilo
         d = (x - denoised) / sigma
         x = x + d * (sigmas[i + 1] - sigma)
         if callback is not None:
-            callback(i, schedule.timesteps[i], x, denoised)
+            callback(Step(index=i, timestep=schedule.timesteps[i].item(), sample=x, pred_x0=denoised))
     return x
 
 
@@ -232,9 +244,9 @@ def sample_euler_ancestral(model, x, schedule: Schedule, *, prediction_type: str
         sigma_down = (sigma_to ** 2 - sigma_up ** 2) ** 0.5
         # 3. step down to sigma_down, then add noise back up to sigma_to
         x = x + d * (sigma_down - sigma_from)
-        x = x + _randn_like(x, generator) * sigma_up
+        x = x + randn_tensor(x.shape, generator, x.device, x.dtype) * sigma_up
         if callback is not None:
-            callback(i, schedule.timesteps[i], x, denoised)
+            callback(Step(index=i, timestep=schedule.timesteps[i].item(), sample=x, pred_x0=denoised))
     return x
 
 
@@ -267,7 +279,7 @@ def sample_heun(model, x, schedule: Schedule, *, prediction_type: str = "epsilon
             # 3. the trapezoidal step with the averaged slope
             x = x + (d + d_next) / 2 * dt
         if callback is not None:
-            callback(i, schedule.timesteps[i], x, denoised)
+            callback(Step(index=i, timestep=schedule.timesteps[i].item(), sample=x, pred_x0=denoised))
     return x
 
 
@@ -317,7 +329,7 @@ def sample_lms(model, x, schedule: Schedule, *, prediction_type: str = "epsilon"
             update = update + coefficient * derivative
         x = x + update
         if callback is not None:
-            callback(i, schedule.timesteps[i], x, denoised)
+            callback(Step(index=i, timestep=schedule.timesteps[i].item(), sample=x, pred_x0=denoised))
     return x
 
 
@@ -332,30 +344,36 @@ SAMPLERS = {
 
 
 def generate(network, n: int, *, alphas_cumprod: torch.Tensor, sampler: str = "ddim", num_inference_steps: int = 50,
-             spacing: str = "trailing", prediction_type: str = "epsilon", shape: tuple = (1, 32, 32),
-             batch_size: int = 250, seed: int = 0, device: str | torch.device = "cpu", progress: bool = False,
-             decode=None, **sampler_kwargs) -> torch.Tensor:
-    """Draw `n` samples in batches with one of `SAMPLERS`; the same seed gives the same images.
+             timestep_spacing: str = "trailing", prediction_type: str = "epsilon", shape: tuple = (1, 32, 32),
+             batch_size: int = 250, generator: torch.Generator | None = None, device: str | torch.device = "cpu",
+             progress: bool = False, decode=None, **sampler_kwargs) -> torch.Tensor:
+    """Draw `n` samples in batches of `batch_size` with one of `SAMPLERS`.
 
-    Returns a CPU tensor (n, *shape) in the model's data range. Each batch has its own
-    generator seeded from (seed, batch index), so the first k images do not depend on n.
+    Returns a CPU tensor (n, *shape) in the model's data range. All randomness comes from
+    `generator` (None: a fresh `torch.Generator().manual_seed(0)`), drawn in order: the first
+    batch's starting noise, the noise its sampler adds during the steps (DDPM, DDIM with eta > 0,
+    Euler ancestral), then the next batch's, and so on. The same generator state gives the same
+    images; a different `batch_size` changes every batch after the first. The noise is drawn on
+    the generator's device and moved to `device`.
     For a latent model, `shape` is the latent shape and `decode` (for example
     `functools.partial(decode_latents, vae)`) turns each batch into images as it is drawn.
     """
     from tqdm.auto import tqdm
 
-    from sdlearn.schedules import make_schedule
-
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {sorted(SAMPLERS)}")
-    schedule = make_schedule(alphas_cumprod, num_inference_steps, spacing=spacing)
+    unknown = sorted(set(sampler_kwargs) - set(inspect.signature(SAMPLERS[sampler]).parameters))
+    if unknown:
+        raise TypeError(f"generate got {unknown}, which neither it nor the {sampler!r} sampler takes (seed= is now "
+                        f"generator=torch.Generator().manual_seed(seed), and spacing= is timestep_spacing=)")
+    if generator is None:
+        generator = torch.Generator().manual_seed(0)
+    schedule = make_schedule(alphas_cumprod, num_inference_steps, timestep_spacing=timestep_spacing)
     model = as_noise_model(network)
     out = []
-    starts = range(0, n, batch_size)
-    for index, start in enumerate(tqdm(starts, desc="sampling", disable=not progress)):
-        generator = torch.Generator().manual_seed(seed * 10_007 + index)
+    for start in tqdm(range(0, n, batch_size), desc="sampling", disable=not progress):
         size = min(batch_size, n - start)
-        x = torch.randn((size, *shape), generator=generator).to(device)
+        x = randn_tensor((size, *shape), generator, device)
         if sampler not in ("ddpm", "ddim"):
             x = x * schedule.init_noise_sigma
         result = SAMPLERS[sampler](model, x, schedule, prediction_type=prediction_type, generator=generator,

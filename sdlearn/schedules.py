@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-SPACINGS = ("leading", "trailing", "linspace")
+TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
 
 
 # --------------------------------------------------------------------------- betas
@@ -130,9 +130,9 @@ def sigma_to_t(sigma: float, log_sigmas: np.ndarray) -> float:
 
 # --------------------------------------------------------------------------- timesteps
 
-def spaced_timesteps(num_inference_steps: int, num_train_timesteps: int = 1000, spacing: str = "leading",
+def spaced_timesteps(num_inference_steps: int, num_train_timesteps: int = 1000, timestep_spacing: str = "leading",
                      steps_offset: int = 0) -> np.ndarray:
-    """The timesteps a sampler visits, in descending order, with diffusers' three spacings.
+    """The timesteps a sampler visits, in descending order, with diffusers' three `timestep_spacing`s.
 
     "leading":  0, k, 2k, ... (k = T // n), reversed, plus steps_offset (Stable Diffusion uses 1);
     "trailing": T-1, T-1-T/n, ... rounded, so the first step starts at pure noise;
@@ -145,15 +145,15 @@ def spaced_timesteps(num_inference_steps: int, num_train_timesteps: int = 1000, 
     if num_inference_steps > num_train_timesteps:
         raise ValueError(f"num_inference_steps ({num_inference_steps}) cannot exceed num_train_timesteps "
                          f"({num_train_timesteps}): the model only knows {num_train_timesteps} noise levels")
-    if spacing == "linspace":
+    if timestep_spacing == "linspace":
         return np.linspace(0, num_train_timesteps - 1, num_inference_steps)[::-1].copy()
-    if spacing == "leading":
+    if timestep_spacing == "leading":
         step_ratio = num_train_timesteps // num_inference_steps
         return (np.arange(0, num_inference_steps) * step_ratio).round()[::-1].astype(np.float64) + steps_offset
-    if spacing == "trailing":
+    if timestep_spacing == "trailing":
         step_ratio = num_train_timesteps / num_inference_steps
         return np.round(np.arange(num_train_timesteps, 0, -step_ratio)) - 1
-    raise ValueError(f"spacing must be one of {SPACINGS}, got {spacing!r}")
+    raise ValueError(f"timestep_spacing must be one of {TIMESTEP_SPACINGS}, got {timestep_spacing!r}")
 
 
 # --------------------------------------------------------------------------- the forward process
@@ -197,14 +197,14 @@ class Schedule:
     timesteps        (n,)    model timesteps, descending (fractional for the sigma samplers)
     sigmas           (n+1,)  sigma at each timestep, then 0
     alphas_cumprod   (T,)    the training schedule
-    spacing                  the timestep spacing used
+    timestep_spacing         the spacing of the timesteps: "leading", "trailing" or "linspace"
     init_noise_sigma         standard deviation of the starting noise for the sigma samplers
                              (the DDPM and DDIM samplers start from unit noise)
     """
     timesteps: torch.Tensor
     sigmas: torch.Tensor
     alphas_cumprod: torch.Tensor
-    spacing: str
+    timestep_spacing: str
     init_noise_sigma: float
 
     @property
@@ -216,7 +216,7 @@ class Schedule:
         return len(self.alphas_cumprod)
 
 
-def make_schedule(alphas_cumprod: torch.Tensor, num_inference_steps: int, *, spacing: str = "leading",
+def make_schedule(alphas_cumprod: torch.Tensor, num_inference_steps: int, *, timestep_spacing: str = "leading",
                   steps_offset: int = 0, use_karras_sigmas: bool = False) -> Schedule:
     """Timesteps and sigmas for sampling, computed as diffusers' schedulers compute them.
 
@@ -225,7 +225,8 @@ def make_schedule(alphas_cumprod: torch.Tensor, num_inference_steps: int, *, spa
     recomputed from them with `sigma_to_t`.
     """
     alphas_cumprod = alphas_cumprod.to(torch.float32)
-    timesteps = spaced_timesteps(num_inference_steps, len(alphas_cumprod), spacing, steps_offset).astype(np.float32)
+    timesteps = spaced_timesteps(num_inference_steps, len(alphas_cumprod), timestep_spacing,
+                                 steps_offset).astype(np.float32)
     table = sigmas_from_alphas_cumprod(alphas_cumprod).numpy()          # float32, one per training step
     sigmas = np.interp(timesteps, np.arange(len(table)), table)          # float64 at the chosen timesteps
     if use_karras_sigmas:
@@ -234,5 +235,5 @@ def make_schedule(alphas_cumprod: torch.Tensor, num_inference_steps: int, *, spa
         timesteps = np.array([sigma_to_t(s, log_table) for s in sigmas]).astype(np.float32)
     sigmas = torch.from_numpy(np.concatenate([sigmas, [0.0]]).astype(np.float32))
     sigma_max = sigmas.max().item()
-    init = sigma_max if spacing in ("linspace", "trailing") else (sigma_max ** 2 + 1) ** 0.5
-    return Schedule(torch.from_numpy(timesteps), sigmas, alphas_cumprod, spacing, init)
+    init = sigma_max if timestep_spacing in ("linspace", "trailing") else (sigma_max ** 2 + 1) ** 0.5
+    return Schedule(torch.from_numpy(timesteps), sigmas, alphas_cumprod, timestep_spacing, init)

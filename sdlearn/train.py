@@ -20,15 +20,10 @@ from pathlib import Path
 from sdlearn.recipes import RECIPES
 from sdlearn.weights import WEIGHTS_DIR
 
-SHIPPED = {"classifier": "fashion_classifier", "ddpm": "ddpm_fashion", "ddpm_plain": "ddpm_fashion_plain",
-           "autoencoder": "vae_fashion", "clip": "clip_fashion",
-           "latent_ddpm": "ldm_fashion", "text2image": "fashion_text2image"}
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m sdlearn.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="recipes:\n" + "\n".join(f"  {name:<12} {desc}" for name, (_, _, desc) in RECIPES.items()))
+        epilog="recipes:\n" + "\n".join(f"  {name:<12} {desc}" for name, (*_, desc) in RECIPES.items()))
     parser.add_argument("recipe", choices=sorted(RECIPES), help="which recipe to run")
     parser.add_argument("--out", type=Path, help="weights file to write (default: runs/RECIPE.safetensors)")
     parser.add_argument("--checkpoint-dir", type=Path, help="directory for resumable checkpoints (default: runs/RECIPE)")
@@ -37,13 +32,13 @@ def main(argv=None) -> int:
     parser.add_argument("--ship", action="store_true", help=f"write the weights into {WEIGHTS_DIR} (maintainers)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    make_recipe, run, _ = RECIPES[args.recipe]
+    make_recipe, run, shipped_name, _ = RECIPES[args.recipe]
     recipe = make_recipe()
     if args.steps is not None:
         recipe.train.steps = args.steps
     if args.seed is not None:
         recipe.train.seed = args.seed
-    out = args.out or (WEIGHTS_DIR / f"{SHIPPED[args.recipe]}.safetensors" if args.ship
+    out = args.out or (WEIGHTS_DIR / f"{shipped_name}.safetensors" if args.ship
                        else Path("runs") / f"{args.recipe}.safetensors")
     checkpoint_dir = args.checkpoint_dir or Path("runs") / args.recipe
     info = run(recipe, out, checkpoint_dir=checkpoint_dir, progress=not args.no_progress)

@@ -1,5 +1,7 @@
 """One training loop for every recipe: AdamW, EMA, mixed precision, clipping, checkpoints.
 
+(`train_classifier`, at the end, is the few-line loop the early lessons train small classifiers with.)
+
     result = train(model, loss_fn, data, TrainConfig(steps=..., batch_size=...), checkpoint_dir=...)
 
 - `loss_fn(model, batch, generator)` returns the scalar loss of one batch; the generator is
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from safetensors.torch import load_file, save_file
@@ -300,3 +303,36 @@ def weights_checksum(model: torch.nn.Module) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+def train_classifier(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *, epochs: int = 5,
+                     lr: float = 2e-3, batch_size: int = 64, generator: torch.Generator | None = None,
+                     progress: bool = True) -> list[float]:
+    """Train with AdamW and cross-entropy, a whole epoch at a time; return the mean loss of every epoch.
+
+    The lessons' small classifiers train in seconds with this; the shipped classifier is
+    trained by `train` (its recipe is `sdlearn.recipes.classifier`). Each epoch's order is a
+    permutation drawn from `generator` (default: `torch.Generator().manual_seed(0)`), so a run
+    is repeatable.
+    """
+    if images.shape[0] != labels.shape[0]:
+        raise ValueError(f"{images.shape[0]} images but {labels.shape[0]} labels")
+    if generator is None:
+        generator = torch.Generator().manual_seed(0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    history = []
+    model.train()
+    for _ in tqdm(range(epochs), desc="epochs", disable=not progress):
+        order = torch.randperm(images.shape[0], generator=generator)
+        total, count = 0.0, 0
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            loss = F.cross_entropy(model(images[idx]), labels[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(idx)
+            count += len(idx)
+        history.append(total / count)
+    model.eval()
+    return history

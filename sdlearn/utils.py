@@ -134,3 +134,15 @@ def magnitude(error: float) -> str:
     if error >= bound:          # an exact power of ten
         bound *= 10
     return f"below {bound:.0e}"
+
+
+def randn_tensor(shape, generator: torch.Generator | None = None, device: str | torch.device | None = None,
+                 dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Gaussian noise as diffusers' `randn_tensor` draws it: on the generator's device, then moved to `device`.
+
+    So a CPU generator gives the same numbers whether the model runs on the CPU or on a GPU (and
+    does not raise, as `torch.randn(..., generator=cpu_generator, device="cuda")` would). Without a
+    generator the noise is drawn on `device` from the global generator.
+    """
+    draw_on = generator.device if generator is not None else device
+    return torch.randn(shape, generator=generator, device=draw_on, dtype=dtype).to(device)

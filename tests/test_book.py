@@ -1,5 +1,6 @@
 """The book: lesson structure, badges from _config.yml, and a full Sphinx build with -W."""
 
+import importlib.util
 import shutil
 import subprocess
 import sys
@@ -46,6 +47,26 @@ def test_badges_and_install_cells_follow_config():
     result = subprocess.run([sys.executable, "scripts/lesson_header.py", "--check"], cwd=ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_lesson_module_table_is_read_from_the_lessons():
+    result = subprocess.run([sys.executable, "scripts/lesson_modules.py", "--check"], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_lesson_modules_are_found_in_a_lessons_imports(tmp_path):
+    import json
+
+    spec = importlib.util.spec_from_file_location("lesson_modules", ROOT / "scripts" / "lesson_modules.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    cells = [{"cell_type": "markdown", "source": ["from sdlearn import nothing\n"]},
+             {"cell_type": "code", "source": ["%matplotlib inline\n", "from sdlearn import weights, data\n",
+                                              "import sdlearn.samplers\n", "from sdlearn.data import x\n"]}]
+    path = tmp_path / "99_x.ipynb"
+    path.write_text(json.dumps({"cells": cells}))
+    assert module.lesson_modules(path) == ["sdlearn.weights", "sdlearn.data", "sdlearn.samplers"]
 
 
 def test_every_lesson_is_in_the_toc_and_the_time_table():

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from sdlearn.models.classifier import ClassifierConfig, SmallClassifier, accuracy, train_classifier
+from sdlearn.models.classifier import ClassifierConfig, SmallClassifier, accuracy
+from sdlearn.training import train_classifier
 from sdlearn.utils import atomic_write, seed_everything
 
 
@@ -23,7 +24,7 @@ def test_training_is_repeatable_for_a_seed():
     for _ in range(2):
         torch.manual_seed(5)
         model = SmallClassifier(ClassifierConfig(image_size=8, n_classes=3, channels=4, hidden=8))
-        results.append(train_classifier(model, x, y, epochs=2, seed=7, progress=False))
+        results.append(train_classifier(model, x, y, epochs=2, generator=torch.Generator().manual_seed(7), progress=False))
     assert results[0] == results[1]
 
 

@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from sdlearn.conditioning import (class_conditional_loss, drop_labels, faces_flipped, generate_for_classes,
-                                  one_hot_embedding, with_null_class)
+from sdlearn.conditioning import (class_conditional_loss, drop_labels, generate_for_classes, one_hot_embedding,
+                                  with_null_class)
 from sdlearn.losses import diffusion_loss
+from sdlearn.metrics import faces_flipped
 from sdlearn.models.unet import UNet, UNetConfig
 from sdlearn.samplers import NoiseModel, generate
 from sdlearn.schedules import alphas_cumprod_from_betas, make_betas
@@ -144,7 +145,7 @@ def test_faces_flipped_tells_an_image_from_its_mirror():
 
 
 def test_faces_flipped_on_real_sneakers(debian_fashion):
-    from sdlearn.recipes import fashion_for_diffusion
+    from sdlearn.data import fashion_for_diffusion
 
     images, labels = fashion_for_diffusion("test")
     sneakers = images[labels == 7]

@@ -135,14 +135,14 @@ def test_captions_and_superclasses():
 
 def test_loader_is_repeatable_for_a_seed():
     images, labels = load_digits()
-    first = [y.tolist() for _, y in make_loader(images, labels, batch_size=100, seed=3)]
-    second = [y.tolist() for _, y in make_loader(images, labels, batch_size=100, seed=3)]
-    other = [y.tolist() for _, y in make_loader(images, labels, batch_size=100, seed=4)]
+    first = [y.tolist() for _, y in make_loader(images, labels, batch_size=100, generator=torch.Generator().manual_seed(3))]
+    second = [y.tolist() for _, y in make_loader(images, labels, batch_size=100, generator=torch.Generator().manual_seed(3))]
+    other = [y.tolist() for _, y in make_loader(images, labels, batch_size=100, generator=torch.Generator().manual_seed(4))]
     assert first == second and first != other
 
 
 def test_split_indices_partition():
-    train, test = split_indices(100, 0.25, seed=1)
+    train, test = split_indices(100, 0.25, generator=torch.Generator().manual_seed(1))
     assert len(test) == 25 and len(train) == 75
     assert sorted(torch.cat([train, test]).tolist()) == list(range(100))
     with pytest.raises(ValueError, match="between 0 and 1"):

@@ -132,38 +132,38 @@ def math_sqrt(x):
 
 # 13.4: shapes
 
-def shapes_right(batch, channels, height, width, heads, tokens, context_dim):
+def shapes_right(batch, channels, height, width, heads, tokens, cross_attention_dim):
     n, d = height * width, channels // heads
     return (batch, heads, n, d), (batch, heads, tokens, d), (batch, heads, n, tokens), (batch, n, channels)
 
 
-def shapes_h_plus_w(batch, channels, height, width, heads, tokens, context_dim):
+def shapes_h_plus_w(batch, channels, height, width, heads, tokens, cross_attention_dim):
     n, d = height + width, channels // heads
     return (batch, heads, n, d), (batch, heads, tokens, d), (batch, heads, n, tokens), (batch, n, channels)
 
 
-def shapes_keys_context_width(batch, channels, height, width, heads, tokens, context_dim):
+def shapes_keys_context_width(batch, channels, height, width, heads, tokens, cross_attention_dim):
     n, d = height * width, channels // heads
-    return (batch, heads, n, d), (batch, heads, tokens, context_dim // heads), (batch, heads, n, tokens), \
+    return (batch, heads, n, d), (batch, heads, tokens, cross_attention_dim // heads), (batch, heads, n, tokens), \
         (batch, n, channels)
 
 
-def shapes_weights_transposed(batch, channels, height, width, heads, tokens, context_dim):
+def shapes_weights_transposed(batch, channels, height, width, heads, tokens, cross_attention_dim):
     n, d = height * width, channels // heads
     return (batch, heads, n, d), (batch, heads, tokens, d), (batch, heads, tokens, n), (batch, n, channels)
 
 
-def shapes_heads_not_merged(batch, channels, height, width, heads, tokens, context_dim):
+def shapes_heads_not_merged(batch, channels, height, width, heads, tokens, cross_attention_dim):
     n, d = height * width, channels // heads
     return (batch, heads, n, d), (batch, heads, tokens, d), (batch, heads, n, tokens), (batch, heads, n, d)
 
 
-def shapes_no_heads(batch, channels, height, width, heads, tokens, context_dim):
+def shapes_no_heads(batch, channels, height, width, heads, tokens, cross_attention_dim):
     n = height * width
     return (batch, n, channels), (batch, tokens, channels), (batch, n, tokens), (batch, n, channels)
 
 
-def shapes_hard_coded(batch, channels, height, width, heads, tokens, context_dim):
+def shapes_hard_coded(batch, channels, height, width, heads, tokens, cross_attention_dim):
     return (2, 4, 24, 32), (2, 4, 77, 32), (2, 4, 24, 77), (2, 24, 128)
 
 

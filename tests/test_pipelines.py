@@ -6,8 +6,9 @@ import warnings
 import pytest
 import torch
 
-from sdlearn import pipelines
-from sdlearn.models.unet import UNet, UNetConfig, to_diffusers
+from sdlearn import pipelines, weights
+from sdlearn.models.conversion import to_diffusers
+from sdlearn.models.unet import UNet, UNetConfig
 
 TINY_UNET = UNetConfig(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32), layers_per_block=1,
                        attention_levels=(True, True), mid_attention=True, attention_head_dim=8, norm_num_groups=8,
@@ -38,7 +39,7 @@ def test_written_folder_loads_in_stable_diffusion_pipeline(tmp_path):
                                       info={"train_seconds": 1})
     index = json.loads((folder / "model_index.json").read_text())
     assert index["_class_name"] == "StableDiffusionPipeline" and index["safety_checker"] == [None, None]
-    assert pipelines.read_info(folder) == {"train_seconds": 1}
+    assert weights.read_info(folder) == {"train_seconds": 1}
     pipe = StableDiffusionPipeline.from_pretrained(str(folder))             # diffusers alone, no sdlearn code
     assert pipe.unet.dtype == pipe.text_encoder.dtype == pipe.vae.dtype == torch.float32
     assert pipe.scheduler.config.prediction_type == "v_prediction"
@@ -58,15 +59,20 @@ def test_rewriting_a_folder_replaces_it_whole(tmp_path):
     folder = pipelines.write_pipeline(tmp_path / "p", info={"run": 1}, **kwargs)
     (folder / "stale.txt").write_text("from the first run")
     pipelines.write_pipeline(tmp_path / "p", info={"run": 2}, **kwargs)
-    assert pipelines.read_info(folder) == {"run": 2} and not (folder / "stale.txt").exists()
+    assert weights.read_info(folder) == {"run": 2} and not (folder / "stale.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p"]                 # no staging left behind
     modes = {p.relative_to(folder).as_posix(): p.stat().st_mode & 0o777 for p in [folder, *folder.rglob("*")]}
     assert all(mode == (0o755 if (folder / name).is_dir() else 0o644) for name, mode in modes.items()), modes
 
 
-def test_unknown_pipeline_lists_the_shipped_ones(tmp_path):
-    with pytest.raises(FileNotFoundError, match="give a shipped name"):
+def test_unknown_pipeline_lists_every_shipped_model(tmp_path):
+    with pytest.raises(FileNotFoundError, match="files: clip_fashion, ddpm_fashion.*folders: fashion_text2image"):
         pipelines.load("no_such_model")
+
+
+def test_a_weights_file_is_not_a_pipeline():
+    with pytest.raises(ValueError, match=r"weights file, not a pipeline folder.*sdlearn.weights.load\('ddpm_fashion'\)"):
+        pipelines.load("ddpm_fashion")
 
 
 def test_a_hub_id_without_network_or_cache_is_a_clear_error(tmp_path, monkeypatch):
@@ -77,7 +83,7 @@ def test_a_hub_id_without_network_or_cache_is_a_clear_error(tmp_path, monkeypatc
 
 
 def test_unknown_names_say_what_is_accepted():
-    with pytest.raises(FileNotFoundError, match="a shipped name .*Hugging Face Hub id"):
+    with pytest.raises(FileNotFoundError, match="no shipped model called .*Hugging Face Hub id"):
         pipelines.load("./no_such_folder")
 
 
@@ -96,7 +102,7 @@ def test_a_folder_with_stable_diffusion_15s_layout_loads_and_runs(tmp_path):
     from diffusers import AutoencoderKL
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from sdlearn.models.unet import SD15_UNET_CONFIG, sd15_unet_config
+    from sdlearn.models.conversion import SD15_UNET_CONFIG, sd15_unet_config
 
     torch.manual_seed(0)
     layout = replace(sd15_unet_config(), block_out_channels=(32, 32, 64, 64), cross_attention_dim=32,
@@ -178,6 +184,6 @@ def test_the_shipped_folder_holds_clip_vocabulary_files_and_its_training_record(
     prompt = "a photo of an ankle boot facing right, upside down"
     ids = tokenizer(prompt, padding="max_length", max_length=77, return_tensors="pt").input_ids
     assert torch.equal(ids, tokenize([prompt]))
-    info = pipelines.read_info("fashion_text2image")
+    info = weights.read_info("fashion_text2image")
     assert info["recipe"] == "python -m sdlearn.train text2image"
     assert info["settings"]["train"]["steps"] == 3600 and info["settings"]["drop_caption_p"] == 0.1

@@ -23,12 +23,12 @@ def test_alphas_cumprod_sigmas_and_snr_are_consistent():
     torch.testing.assert_close(signal_to_noise(ac), 1 / sigmas ** 2, rtol=1e-5, atol=0)
 
 
-@pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])
+@pytest.mark.parametrize("timestep_spacing", ["leading", "trailing", "linspace"])
 @pytest.mark.parametrize("steps", [1, 10, 25, 50, 1000])
-def test_spacings_equal_diffusers(spacing, steps):
-    scheduler = DDPMScheduler(timestep_spacing=spacing)
+def test_spacings_equal_diffusers(timestep_spacing, steps):
+    scheduler = DDPMScheduler(timestep_spacing=timestep_spacing)
     scheduler.set_timesteps(steps)
-    ours = np.round(spaced_timesteps(steps, 1000, spacing)).astype(np.int64)
+    ours = np.round(spaced_timesteps(steps, 1000, timestep_spacing=timestep_spacing)).astype(np.int64)
     np.testing.assert_array_equal(ours, scheduler.timesteps.numpy())
 
 
@@ -86,5 +86,15 @@ def test_bad_timesteps_and_step_counts_are_clear_errors():
         make_schedule(ac, 1001)
     with pytest.raises(ValueError, match="at least 1"):
         make_schedule(ac, 0)
-    with pytest.raises(ValueError, match="spacing must be one of"):
-        make_schedule(ac, 10, spacing="uniform")
+    with pytest.raises(ValueError, match="timestep_spacing must be one of"):
+        make_schedule(ac, 10, timestep_spacing="uniform")
+
+
+def test_make_schedule_records_its_spacing_and_starting_noise():
+    ac = alphas_cumprod_from_betas(linear_betas())
+    trailing = make_schedule(ac, 10, timestep_spacing="trailing")
+    leading = make_schedule(ac, 10, timestep_spacing="leading", steps_offset=1)
+    assert trailing.timestep_spacing == "trailing" and leading.timestep_spacing == "leading"
+    assert trailing.timesteps[0] == 999 and leading.timesteps[0] == 901
+    assert trailing.init_noise_sigma == pytest.approx(trailing.sigmas[0].item())            # diffusers' rule
+    assert leading.init_noise_sigma == pytest.approx((leading.sigmas[0].item() ** 2 + 1) ** 0.5)

@@ -6,7 +6,7 @@ from diffusers import (DPMSolverMultistepScheduler, EulerAncestralDiscreteSchedu
                        EulerDiscreteScheduler, HeunDiscreteScheduler, LMSDiscreteScheduler,
                        UniPCMultistepScheduler)
 
-from sdlearn.guidance import text_to_image
+from sdlearn.text_to_image import text_to_image
 
 from test_guidance import pipe  # noqa: F401  (the fixture: a narrow random pipeline with a DDIM scheduler)
 

@@ -3,11 +3,12 @@
 import pytest
 import torch
 from diffusers import UNet2DConditionModel, UNet2DModel
+from safetensors import safe_open
 
 from sdlearn import weights
-from sdlearn.models.unet import (SD15_UNET_CONFIG, UNet, UNetConfig, config_from_diffusers, count_parameters,
-                                 diffusers_config, from_diffusers, load_state_dict_strict, sd15_unet_config,
-                                 timestep_embedding, to_diffusers)
+from sdlearn.models.conversion import (SD15_UNET_CONFIG, config_from_diffusers, diffusers_config, from_diffusers,
+                                       load_state_dict_strict, sd15_unet_config, to_diffusers)
+from sdlearn.models.unet import UNet, UNetConfig, count_parameters, timestep_embedding
 
 PIXEL_CONFIGS = {
     "shipped-ddpm": UNetConfig(block_out_channels=(16, 32, 64, 128), layers_per_block=1,
@@ -80,8 +81,11 @@ def test_conditional_unet_equals_UNet2DConditionModel_both_ways(name):
     x, t, context, labels = _inputs(config)
     with torch.no_grad():
         expected = theirs(x, t, encoder_hidden_states=context, class_labels=labels).sample
-        got = ours(x, t, context, class_labels=labels)
+        got = ours(x, t, encoder_hidden_states=context, class_labels=labels)
         assert (expected - got).abs().max() <= 1e-4
+        # diffusers' argument names, by keyword as by position
+        same = ours(sample=x, timestep=t, encoder_hidden_states=context, class_labels=labels)
+        torch.testing.assert_close(same, got, atol=0, rtol=0)
         again = to_diffusers(ours).eval()                  # and back
         torch.testing.assert_close(again(x, t, encoder_hidden_states=context, class_labels=labels).sample,
                                    expected, atol=1e-4, rtol=0)
@@ -113,11 +117,32 @@ def test_stable_diffusion_15_layout_matches_diffusers_on_the_meta_device():
     assert config_from_diffusers(theirs.config) == config
 
 
-def test_shipped_ddpm_still_loads():
-    model = weights.load("ddpm_fashion")
+@pytest.mark.parametrize("name", ["ddpm_fashion", "ldm_fashion"])
+def test_shipped_unet_files_load_every_key(name):
+    """The module names are the state dict's keys: the shipped files load, none missing, none left over."""
+    with safe_open(str(weights.resolve(name)), framework="pt") as handle:
+        stored = set(handle.keys())
+    model = weights.load(name)
+    assert set(model.state_dict()) == stored
     assert not model.config.conditional
-    x = torch.zeros(1, 1, 32, 32)
+    size = model.config.sample_size
+    x = torch.zeros(1, model.config.in_channels, size, size)
     assert torch.isfinite(model(x, torch.tensor([500]))).all()
+
+
+def test_shipped_text_to_image_unet_converts_both_ways():
+    theirs = UNet2DConditionModel.from_pretrained(weights.resolve("fashion_text2image") / "unet").eval()
+    ours = from_diffusers(theirs).eval()
+    assert set(ours.state_dict()) == set(theirs.state_dict())
+    g = torch.Generator().manual_seed(5)
+    sample = torch.randn(2, 4, 8, 8, generator=g)
+    context = torch.randn(2, 77, ours.config.cross_attention_dim, generator=g)
+    with torch.no_grad():
+        expected = theirs(sample, torch.tensor([20, 980]), encoder_hidden_states=context).sample
+        torch.testing.assert_close(ours(sample, torch.tensor([20, 980]), context), expected, atol=1e-4, rtol=0)
+        again = to_diffusers(ours).eval()
+        torch.testing.assert_close(again(sample, torch.tensor([20, 980]), encoder_hidden_states=context).sample,
+                                   expected, atol=1e-4, rtol=0)
 
 
 def test_time_embedding_equals_diffusers():
@@ -133,7 +158,7 @@ def test_errors_name_the_offending_values():
         model(torch.zeros(1, 1, 30, 30), torch.tensor([1]))
     with pytest.raises(ValueError, match=r"expected a batch \(B, 1, H, W\)"):
         model(torch.zeros(1, 3, 32, 32), torch.tensor([1]))
-    with pytest.raises(ValueError, match="takes no context"):
+    with pytest.raises(ValueError, match="takes no encoder_hidden_states"):
         model(torch.zeros(1, 1, 32, 32), torch.tensor([1]), torch.zeros(1, 4, 8))
     with pytest.raises(ValueError, match="24 is not divisible by norm_num_groups=16"):
         UNetConfig(block_out_channels=(16, 24), attention_levels=(False, False), norm_num_groups=16)
@@ -147,12 +172,12 @@ def test_context_errors():
     config = CONDITION_CONFIGS["one-layer-mixed"]
     model = UNet(config)
     x, t, _, _ = _inputs(config)
-    with pytest.raises(ValueError, match=r"context has shape \(2, 7, 768\), but this U-Net's cross_attention_dim "
-                                         r"is 12: expected \(B, tokens, 12\)"):
-        model(x, t, torch.zeros(2, 7, 768))
-    with pytest.raises(ValueError, match="pass context of shape"):
+    with pytest.raises(ValueError, match=r"encoder_hidden_states has shape \(2, 7, 768\), but this U-Net's "
+                                         r"cross_attention_dim is 12: expected \(B, tokens, 12\)"):
+        model(x, t, encoder_hidden_states=torch.zeros(2, 7, 768))
+    with pytest.raises(ValueError, match=r"pass encoder_hidden_states of shape \(B, tokens, 12\)"):
         model(x, t)
-    with pytest.raises(ValueError, match="2 images but 1 contexts"):
+    with pytest.raises(ValueError, match="2 images but encoder_hidden_states for 1"):
         model(x, t, torch.zeros(1, 7, 12))
     labelled = UNet(CONDITION_CONFIGS["class-and-text"])
     with pytest.raises(ValueError, match=r"class_labels must lie in \[0, 5\), got \[1, 5\]"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from sdlearn.exercises import Failed, exercise
+from sdlearn.exercises import Failed, exercise, name_the_mistake
 
 
 def _batch(seed: int):
@@ -15,7 +15,19 @@ def _batch(seed: int):
     return x0, noise, sigma
 
 
-def _tensor(value, shape, what):
+def _answer(fn, what, shape, *args):
+    """Call the student's function and check that it returns a tensor of `shape`.
+
+    A broadcasting error here almost always means that sigma, one level per image (B,), was
+    used as it is: against (B, 1, H, W) it lines up with the image's last axis.
+    """
+    try:
+        value = fn(*args)
+    except RuntimeError as exc:
+        if "must match the size" not in str(exc):
+            raise
+        raise Failed(f"your code raised RuntimeError: {exc}. sigma holds one level per image, shape (B,); reshape "
+                     "it to (B, 1, 1, 1) with sigma.view(-1, 1, 1, 1) so that it scales each image's pixels.") from exc
     if not isinstance(value, torch.Tensor) or tuple(value.shape) != tuple(shape):
         found = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
         raise Failed(f"{what} should return a tensor of shape {tuple(shape)}, got {found}.")
@@ -25,10 +37,13 @@ def _tensor(value, shape, what):
 @exercise("03.1", "adding noise of a given level")
 def check_make_noisy(make_noisy):
     x0, noise, sigma = _batch(31)
-    got = _tensor(make_noisy(x0.clone(), noise.clone(), sigma.clone()), x0.shape, "make_noisy")
-    if torch.allclose(got, x0 + sigma.view(-1, 1, 1, 1) ** 2 * noise, atol=1e-6):
-        raise Failed("sigma is a standard deviation: multiply the noise by sigma, not by sigma squared.")
-    if not torch.allclose(got, x0 + sigma.view(-1, 1, 1, 1) * noise, atol=1e-6):
+    s = sigma.view(-1, 1, 1, 1)
+    got = _answer(make_noisy, "make_noisy", x0.shape, x0.clone(), noise.clone(), sigma.clone())
+    name_the_mistake(got, {
+        "sigma is a standard deviation: multiply the noise by sigma, not by sigma squared.": x0 + s ** 2 * noise,
+        "every image got noise of level 1: multiply the noise by sigma, the level of each image.": x0 + noise,
+    }, atol=1e-6)
+    if not torch.allclose(got, x0 + s * noise, atol=1e-6):
         raise Failed("expected x0 + sigma * noise, with sigma reshaped to (B, 1, 1, 1) so each image gets its own level.")
     return "each image got its own noise level."
 
@@ -36,10 +51,14 @@ def check_make_noisy(make_noisy):
 @exercise("03.2", "the denoised estimate")
 def check_denoised_estimate(denoised_estimate):
     x0, noise, sigma = _batch(32)
-    x = x0 + sigma.view(-1, 1, 1, 1) * noise
-    got = _tensor(denoised_estimate(x.clone(), noise.clone(), sigma.clone()), x.shape, "denoised_estimate")
-    if torch.allclose(got, x - noise, atol=1e-5):
-        raise Failed("the predicted noise has unit variance: scale it by sigma before subtracting.")
+    s = sigma.view(-1, 1, 1, 1)
+    x = x0 + s * noise
+    got = _answer(denoised_estimate, "denoised_estimate", x.shape, x.clone(), noise.clone(), sigma.clone())
+    name_the_mistake(got, {
+        "the predicted noise has unit variance: scale it by sigma before subtracting.": x - noise,
+        "you added the noise; x = x0 + sigma * noise, so the estimate subtracts it: x - sigma * noise.": x + s * noise,
+        "scale the noise by sigma, not by sigma squared: sigma is a standard deviation.": x - s ** 2 * noise,
+    })
     if not torch.allclose(got, x0, atol=1e-5):
         raise Failed("with the true noise as the prediction, the estimate should give back x0 exactly: x - sigma * noise.")
     return "with a perfect noise prediction you recover the clean images exactly."
@@ -51,11 +70,12 @@ def check_score_from_noise(score_from_noise):
     s = sigma.view(-1, 1, 1, 1)
     x = x0 + s * noise
     exact_score = -(x - x0) / s ** 2                      # Gaussian around one clean image
-    got = _tensor(score_from_noise(noise.clone(), sigma.clone()), x.shape, "score_from_noise")
-    if torch.allclose(got, -exact_score, atol=1e-5):
-        raise Failed("the sign is flipped: the score points from x towards the clean image, against the noise.")
-    if torch.allclose(got, -noise / s ** 2, atol=1e-5):
-        raise Failed("divide by sigma once: x - x0 = sigma * noise, so -(x - x0) / sigma^2 = -noise / sigma.")
+    got = _answer(score_from_noise, "score_from_noise", x.shape, noise.clone(), sigma.clone())
+    name_the_mistake(got, {
+        "the sign is flipped: the score points from x towards the clean image, against the noise.": -exact_score,
+        "divide by sigma once: x - x0 = sigma * noise, so -(x - x0) / sigma^2 = -noise / sigma.": -noise / s ** 2,
+        "divide the noise by sigma, do not multiply: -(x - x0) / sigma^2 = -noise / sigma.": -noise * s,
+    })
     if not torch.allclose(got, exact_score, atol=1e-5):
         raise Failed("expected -predicted_noise / sigma, with sigma reshaped to (B, 1, 1, 1).")
     return "equal to the exact score of a Gaussian around the clean image."

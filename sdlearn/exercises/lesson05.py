@@ -56,6 +56,13 @@ def check_x0_from_v(x0_from_v):
         x_t = alpha_bar ** 0.5 * x0 + (1 - alpha_bar) ** 0.5 * eps
         v = alpha_bar ** 0.5 * eps - (1 - alpha_bar) ** 0.5 * x0
         got = x0_from_v(x_t.clone(), v.clone(), alpha_bar)
+        a, s = alpha_bar ** 0.5, (1 - alpha_bar) ** 0.5
+        if _same(got, (x_t - s * v) / a, "x0_from_v"):
+            raise Failed("that is exercise 05.1's formula, which reads the prediction as the noise eps. A v-model "
+                         "predicts v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x0: solve for x0 with x_t and v.")
+        if _same(got, a * x_t + s * v, "x0_from_v"):
+            raise Failed("almost: the sign of the v term is wrong. Since v = a eps - s x0, adding s v brings eps "
+                         "back in; subtract it.")
         if not _same(got, x0, "x0_from_v"):
             raise Failed(f"at alpha_bar = {alpha_bar} the result is not x0. With a = sqrt(alpha_bar) and "
                          "s = sqrt(1 - alpha_bar): x_t = a x0 + s eps and v = a eps - s x0; combine them so that eps cancels.")

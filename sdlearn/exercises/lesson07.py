@@ -25,7 +25,14 @@ def check_resnet_forward(resnet_forward):
         block = _block(c_in, c_out, seed=c_in + c_out)
         x, temb = torch.randn(2, c_in, 6, 6, generator=g), torch.randn(2, 12, generator=g)
         with torch.no_grad():
-            got = resnet_forward(block, x, temb)
+            try:
+                got = resnet_forward(block, x, temb)
+            except RuntimeError as error:
+                if c_in != c_out and "size of tensor" in str(error):
+                    raise Failed(f"from {c_in} to {c_out} channels the input cannot be added to the output as it "
+                                 "is: pass it through block.conv_shortcut first (a 1x1 convolution that changes "
+                                 "its channels).") from None
+                raise
             expected = block(x, temb)
             if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
                 raise Failed(f"for {c_in} -> {c_out} channels, return a tensor of shape {tuple(expected.shape)}.")
@@ -90,7 +97,7 @@ def check_up_input_channels(up_input_channels):
 @exercise("07.3", "parameters of a cross-attention layer")
 def check_cross_attention_parameters(cross_attention_parameters):
     for C, D, heads in ((320, 768, 8), (640, 768, 8), (64, 32, 4), (48, 48, 2)):
-        layer = Attention(C, context_dim=D, heads=heads, head_dim=C // heads)
+        layer = Attention(C, cross_attention_dim=D, heads=heads, dim_head=C // heads)
         expected = sum(p.numel() for p in layer.parameters())
         got = cross_attention_parameters(C, D)
         if got == expected:

@@ -135,15 +135,15 @@ def check_tokens(image_to_tokens, tokens_to_image):
     return "one token per pixel, row by row, and back."
 
 
-def _random_weights(inner, query_dim, context_dim, g):
+def _random_weights(inner, query_dim, cross_attention_dim, g):
     scale = 0.5
-    return (scale * _randn(inner, query_dim, generator=g), scale * _randn(inner, context_dim, generator=g),
-            scale * _randn(inner, context_dim, generator=g), scale * _randn(query_dim, inner, generator=g))
+    return (scale * _randn(inner, query_dim, generator=g), scale * _randn(inner, cross_attention_dim, generator=g),
+            scale * _randn(inner, cross_attention_dim, generator=g), scale * _randn(query_dim, inner, generator=g))
 
 
 def _reference(x, context, w_q, w_k, w_v, w_o, heads):
-    layer = Attention(x.shape[-1], context_dim=context.shape[-1], heads=heads, head_dim=w_q.shape[0] // heads,
-                      bias=False, out_bias=False)
+    layer = Attention(x.shape[-1], cross_attention_dim=context.shape[-1], heads=heads,
+                      dim_head=w_q.shape[0] // heads, bias=False, out_bias=False)
     with torch.no_grad():
         layer.to_q.weight.copy_(w_q)
         layer.to_k.weight.copy_(w_k)

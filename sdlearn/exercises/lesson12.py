@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from sdlearn.exercises import Failed, exercise, name_the_mistake, same_tensor
-from sdlearn.models.clip import contrastive_loss, retrieve
+from sdlearn.losses import contrastive_loss
+from sdlearn.models.clip import retrieve
 
 
 _close = partial(same_tensor, atol=1e-4)      # this lesson's tolerances

@@ -145,11 +145,11 @@ def check_cross_attention(cross_attention):
 
 @exercise("13.4", "the shapes of cross-attention in a U-Net")
 def check_cross_attention_shapes(cross_attention_shapes):
-    def right(batch, channels, height, width, heads, tokens, context_dim):
+    def right(batch, channels, height, width, heads, tokens, cross_attention_dim):
         n, d = height * width, channels // heads
         return (batch, heads, n, d), (batch, heads, tokens, d), (batch, heads, n, tokens), (batch, n, channels)
 
-    args = dict(batch=2, channels=128, height=4, width=6, heads=4, tokens=77, context_dim=64)
+    args = dict(batch=2, channels=128, height=4, width=6, heads=4, tokens=77, cross_attention_dim=64)
     got = cross_attention_shapes(*args.values())
     got = tuple(tuple(int(s) for s in shape) for shape in got) if isinstance(got, (tuple, list)) else got
     expected = right(**args)
@@ -163,8 +163,8 @@ def check_cross_attention_shapes(cross_attention_shapes):
             raise Failed(f"q has {q}; split the channels into heads: (batch, heads, H*W, channels / heads).")
         raise Failed(f"q should be (batch, heads, H*W, channels / heads) = {expected[0]}, got {q}.")
     if k != expected[1]:
-        if k[-1] == args["context_dim"] // args["heads"]:
-            raise Failed(f"k has {k}: to_k projects each token from context_dim (64) to the image's width "
+        if k[-1] == args["cross_attention_dim"] // args["heads"]:
+            raise Failed(f"k has {k}: to_k projects each token from cross_attention_dim (64) to the image's width "
                          f"(channels = 128), so that q and k can be compared; per head that is 128 / 4 = 32.")
         if k[2] == 24:
             raise Failed(f"k has {k}: the keys come from the {args['tokens']} text tokens, not from the image.")
@@ -179,7 +179,7 @@ def check_cross_attention_shapes(cross_attention_shapes):
             raise Failed(f"out has {out}: the heads' outputs are put side by side again and projected back by "
                          f"to_out, (batch, H*W, channels).")
         raise Failed(f"out should be (batch, H*W, channels) = {expected[3]}, got {out}.")
-    other = dict(batch=1, channels=64, height=8, width=8, heads=2, tokens=77, context_dim=768)
+    other = dict(batch=1, channels=64, height=8, width=8, heads=2, tokens=77, cross_attention_dim=768)
     again = cross_attention_shapes(*other.values())
     again = tuple(tuple(int(s) for s in shape) for shape in again)
     if again != right(**other):

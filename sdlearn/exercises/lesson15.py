@@ -9,6 +9,7 @@ import torch
 from sdlearn import weights
 from sdlearn.exercises import Failed, exercise, name_the_mistake, same_tensor
 from sdlearn.pipelines import scheduler_config
+from sdlearn.text_to_image import latents_to_images, prepare_latents
 
 
 _close = partial(same_tensor, rtol=1e-4, atol=1e-5)      # this lesson's tolerances
@@ -41,7 +42,7 @@ def check_initial_latents(initial_latents):
         if got.ndim == 4 and got.shape[0] == 3 and tuple(got.shape[2:]) == (8, 12) and got.shape[1] != 4:
             raise Failed(f"the latents have {got.shape[1]} channels; use latent_channels (the U-Net's in_channels, "
                          f"4 here), not the image's channels.")
-    expected = torch.randn(shape, generator=torch.Generator().manual_seed(151)) * 14.6
+    expected = prepare_latents(shape, 14.6, generator=torch.Generator().manual_seed(151))    # the package's piece
     got = _tensor(got, "the latents", expected)
     noise = expected / 14.6
     uniform = torch.rand(shape, generator=torch.Generator().manual_seed(151))
@@ -64,7 +65,7 @@ def check_initial_latents(initial_latents):
                      "torch.randn((batch, channels, height // factor, width // factor), generator=generator), then "
                      "multiply by init_noise_sigma.")
     got = initial_latents(2, 64, 64, 4, 8, 1.0, torch.Generator().manual_seed(0))
-    expected = torch.randn((2, 4, 8, 8), generator=torch.Generator().manual_seed(0))
+    expected = prepare_latents((2, 4, 8, 8), 1.0, generator=torch.Generator().manual_seed(0))
     if not _close(_tensor(got, "the latents", expected), expected):
         raise Failed("right for the first case, wrong for a 64x64 image with factor 8 and init_noise_sigma 1: use "
                      "the arguments you are given.")
@@ -189,7 +190,7 @@ def check_decode_latents(decode_latents):
             return vae.decode(z).sample
 
     decoded = decode(latents / factor)
-    expected = (decoded / 2 + 0.5).clamp(0, 1)
+    expected = latents_to_images(vae, latents)                 # the package's piece: the same operations
     got = _tensor(decode_latents(vae, latents.clone()), "the images", expected)
     unscaled = decode(latents)
     wrong = {

@@ -1,23 +1,21 @@
-"""Attention written out, the spatial transformer, and a recorder for attention maps.
+"""Attention written out, multi-head attention with diffusers' names, and the spatial transformer.
 
     out, weights = attention(q, k, v)          # softmax(q k^T / sqrt(d)) v, and the weights
-    layer = Attention(query_dim=64, heads=4, head_dim=16)                       # self-attention
-    layer = Attention(query_dim=64, context_dim=32, heads=4, head_dim=16)       # cross-attention
-    with record_attention(model, kind="cross") as maps:
-        model(x, t, context)
-    maps.token_maps(size=32)                   # (B, tokens, 32, 32): where each token looked
+    layer = Attention(query_dim=64, heads=4, dim_head=16)                               # self-attention
+    layer = Attention(query_dim=64, cross_attention_dim=32, heads=4, dim_head=16)       # cross-attention
+    out = layer(hidden_states, encoder_hidden_states)   # (B, N, 64) from (B, N, 64) and (B, M, 32)
 
-Lesson 08 derives attention from a dictionary lookup; the modules carry diffusers' parameter
-names (`to_q`, `to_k`, `to_v`, `to_out.0`; `transformer_blocks.0.attn2.to_k`, ...), so their
-weights load into diffusers' `Attention` and `Transformer2DModel` unchanged.
+Lesson 08 derives attention from a dictionary lookup. The modules carry diffusers' parameter
+names (`to_q`, `to_k`, `to_v`, `to_out.0`; `transformer_blocks.0.attn2.to_k`, ...), arguments
+and attributes (`cross_attention_dim`, `heads`, `dim_head`, `is_cross_attention`), so their
+weights load into diffusers' `Attention` and `Transformer2DModel` unchanged. Their forward passes
+use PyTorch's fused kernel; `sdlearn.attention_maps` records the attention weights from outside.
 
 Shapes: B batch, N query positions (H*W for an image), M context tokens, C channels,
 h heads, d = C / h channels per head.
 """
 
 from __future__ import annotations
-
-from contextlib import contextmanager
 
 import torch
 import torch.nn as nn
@@ -63,44 +61,41 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
 class Attention(nn.Module):
     """Multi-head attention over tokens (B, N, C): self-attention, or cross-attention to a context.
 
-    Queries come from `x`; keys and values from `context` (cross) or from `x` itself (self).
-    Parameter names and defaults follow diffusers' `Attention` (no bias on the projections of
-    Stable Diffusion's transformer blocks; `bias=True` for UNet2DModel's attention blocks).
+    Queries come from `hidden_states`; keys and values from `encoder_hidden_states` (cross) or
+    from `hidden_states` itself (self). Arguments, attributes and parameter names follow
+    diffusers' `Attention` (no bias on the projections of Stable Diffusion's transformer blocks;
+    `bias=True` for UNet2DModel's attention blocks).
     """
 
-    def __init__(self, query_dim: int, context_dim: int | None = None, heads: int = 8, head_dim: int = 64,
+    def __init__(self, query_dim: int, cross_attention_dim: int | None = None, heads: int = 8, dim_head: int = 64,
                  bias: bool = False, out_bias: bool = True):
         super().__init__()
-        inner = heads * head_dim
-        self.heads, self.head_dim = heads, head_dim
-        self.is_cross = context_dim is not None
-        self.context_dim = context_dim if context_dim is not None else query_dim
+        inner = heads * dim_head
+        self.heads, self.dim_head = heads, dim_head
+        self.is_cross_attention = cross_attention_dim is not None
+        self.cross_attention_dim = cross_attention_dim if cross_attention_dim is not None else query_dim
         self.to_q = nn.Linear(query_dim, inner, bias=bias)
-        self.to_k = nn.Linear(self.context_dim, inner, bias=bias)
-        self.to_v = nn.Linear(self.context_dim, inner, bias=bias)
+        self.to_k = nn.Linear(self.cross_attention_dim, inner, bias=bias)
+        self.to_v = nn.Linear(self.cross_attention_dim, inner, bias=bias)
         self.to_out = nn.ModuleList([nn.Linear(inner, query_dim, bias=out_bias), nn.Dropout(0.0)])
-        self.recorder = None          # set by `record_attention`: called with the weights (B, h, N, M)
-        self.explicit = False         # True: always use `attention` above, never the fused kernel
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        context = encoder_hidden_states
         if context is None:
-            if self.is_cross:
-                raise ValueError(f"this is a cross-attention layer: pass a context (B, tokens, {self.context_dim})")
-            context = x
-        elif context.shape[-1] != self.context_dim:
-            raise ValueError(f"the context has embedding size {context.shape[-1]} but this attention layer expects "
-                             f"{self.context_dim} (its cross_attention_dim); encode the prompt with the matching "
-                             "text encoder")
-        q = split_heads(self.to_q(x), self.heads)                  # (B, h, N, d)
+            if self.is_cross_attention:
+                raise ValueError(f"this is a cross-attention layer: pass encoder_hidden_states "
+                                 f"(B, tokens, {self.cross_attention_dim})")
+            context = hidden_states                                # self-attention: the tokens look at each other
+        elif context.shape[-1] != self.cross_attention_dim:
+            raise ValueError(f"encoder_hidden_states has embedding size {context.shape[-1]} but this attention layer "
+                             f"expects {self.cross_attention_dim} (its cross_attention_dim); encode the prompt with "
+                             "the matching text encoder")
+        q = split_heads(self.to_q(hidden_states), self.heads)      # (B, h, N, d)
         k = split_heads(self.to_k(context), self.heads)            # (B, h, M, d)
         v = split_heads(self.to_v(context), self.heads)            # (B, h, M, d)
-        if self.recorder is not None or self.explicit:
-            out, weights = attention(q, k, v, mask)
-            if self.recorder is not None:
-                self.recorder(weights.detach())
-        else:   # the same computation, fused (and memory-efficient) in PyTorch
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        # `attention` above, fused (and memory-efficient) in PyTorch; it never stores the weights
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask)   # (B, h, N, d)
         return self.to_out[1](self.to_out[0](merge_heads(out)))   # (B, N, C)
 
 
@@ -110,18 +105,22 @@ class SelfAttention2D(Attention):
     This is the attention block of diffusers' UNet2DModel (`group_norm`, `to_q`, ...).
     """
 
-    def __init__(self, channels: int, head_dim: int, groups: int, eps: float):
-        if channels % head_dim:
-            raise ValueError(f"{channels} channels cannot be split into heads of {head_dim} channels")
-        super().__init__(channels, heads=channels // head_dim, head_dim=head_dim, bias=True)
+    def __init__(self, channels: int, dim_head: int, groups: int, eps: float):
+        if channels % dim_head:
+            raise ValueError(f"{channels} channels cannot be split into heads of {dim_head} channels")
+        super().__init__(channels, heads=channels // dim_head, dim_head=dim_head, bias=True)
         self.group_norm = nn.GroupNorm(groups, channels, eps=eps)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        """`context` is accepted for a common block signature and ignored: this is self-attention."""
+    def to_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """The feature map (B, C, H, W), normalised, as tokens (B, HW, C): one per pixel."""
         b, c, h, w = x.shape
-        tokens = self.group_norm(x).view(b, c, h * w).transpose(1, 2)      # (B, HW, C)
-        out = super().forward(tokens)                                       # (B, HW, C)
-        return x + out.transpose(1, 2).reshape(b, c, h, w)
+        return self.group_norm(x).view(b, c, h * w).transpose(1, 2)
+
+    def forward(self, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None) -> torch.Tensor:
+        """`encoder_hidden_states` is accepted for a common block signature and ignored: this is self-attention."""
+        b, c, h, w = hidden_states.shape
+        out = super().forward(self.to_tokens(hidden_states))               # (B, HW, C)
+        return hidden_states + out.transpose(1, 2).reshape(b, c, h, w)
 
 
 class GEGLU(nn.Module):
@@ -152,18 +151,19 @@ class FeedForward(nn.Module):
 class TransformerBlock(nn.Module):
     """Self-attention, cross-attention to the context, feed-forward; each pre-normed, each a residual."""
 
-    def __init__(self, dim: int, heads: int, head_dim: int, context_dim: int):
+    def __init__(self, dim: int, heads: int, dim_head: int, cross_attention_dim: int):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.attn1 = Attention(dim, heads=heads, head_dim=head_dim)                          # image to image
+        self.attn1 = Attention(dim, heads=heads, dim_head=dim_head)            # image to image
         self.norm2 = nn.LayerNorm(dim)
-        self.attn2 = Attention(dim, context_dim=context_dim, heads=heads, head_dim=head_dim)  # image to text
+        self.attn2 = Attention(dim, cross_attention_dim=cross_attention_dim, heads=heads,
+                               dim_head=dim_head)                               # image to text
         self.norm3 = nn.LayerNorm(dim)
         self.ff = FeedForward(dim)
 
-    def forward(self, x, context):
+    def forward(self, x, encoder_hidden_states):
         x = x + self.attn1(self.norm1(x))
-        x = x + self.attn2(self.norm2(x), context)
+        x = x + self.attn2(self.norm2(x), encoder_hidden_states)
         return x + self.ff(self.norm3(x))
 
 
@@ -171,90 +171,32 @@ class SpatialTransformer(nn.Module):
     """The spatial transformer of Latent Diffusion (diffusers' Transformer2DModel, continuous input).
 
     (B, C, H, W) -> GroupNorm -> 1x1 conv (or linear) -> tokens (B, HW, C) -> transformer blocks
-    attending to the context (B, M, context_dim) -> back to (B, C, H, W) -> plus the input.
+    attending to the context (B, M, cross_attention_dim) -> back to (B, C, H, W) -> plus the input.
     """
 
-    def __init__(self, channels: int, heads: int, context_dim: int, groups: int, layers: int = 1,
-                 linear_projection: bool = False):
+    def __init__(self, channels: int, heads: int, cross_attention_dim: int, groups: int, layers: int = 1,
+                 use_linear_projection: bool = False):
         super().__init__()
         if channels % heads:
             raise ValueError(f"{channels} channels cannot be split into {heads} heads")
-        self.linear_projection = linear_projection
+        self.use_linear_projection = use_linear_projection
         self.norm = nn.GroupNorm(groups, channels, eps=1e-6)
-        self.proj_in = nn.Linear(channels, channels) if linear_projection else nn.Conv2d(channels, channels, 1)
+        self.proj_in = nn.Linear(channels, channels) if use_linear_projection else nn.Conv2d(channels, channels, 1)
         self.transformer_blocks = nn.ModuleList(
-            [TransformerBlock(channels, heads, channels // heads, context_dim) for _ in range(layers)])
-        self.proj_out = nn.Linear(channels, channels) if linear_projection else nn.Conv2d(channels, channels, 1)
+            [TransformerBlock(channels, heads, channels // heads, cross_attention_dim) for _ in range(layers)])
+        self.proj_out = nn.Linear(channels, channels) if use_linear_projection else nn.Conv2d(channels, channels, 1)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, encoder_hidden_states: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         tokens = self.norm(x)
-        if self.linear_projection:
+        if self.use_linear_projection:
             tokens = self.proj_in(tokens.permute(0, 2, 3, 1).reshape(b, h * w, c))
         else:
             tokens = self.proj_in(tokens).permute(0, 2, 3, 1).reshape(b, h * w, c)   # (B, HW, C)
         for block in self.transformer_blocks:
-            tokens = block(tokens, context)
-        if self.linear_projection:
+            tokens = block(tokens, encoder_hidden_states)
+        if self.use_linear_projection:
             out = self.proj_out(tokens).reshape(b, h, w, c).permute(0, 3, 1, 2)
         else:
             out = self.proj_out(tokens.reshape(b, h, w, c).permute(0, 3, 1, 2))
         return x + out
-
-
-# --------------------------------------------------------------------------- attention maps
-
-class AttentionMaps(dict):
-    """Recorded attention weights: module name -> list of (B, heads, N, M) tensors, one per call."""
-
-    def token_maps(self, size: int | None = None, names=None, batch: slice | None = None) -> torch.Tensor:
-        """Average where each context token was looked at: (B, M, size, size), values summing to 1 per position.
-
-        Every recorded cross-attention map (N = h*w query positions, M tokens) is averaged over
-        its heads, laid out as an image, resized to `size` (the largest recorded resolution by
-        default) and averaged over modules and calls.
-        """
-        names = [n for n in (names or self) if self[n]]
-        if not names:
-            raise ValueError("no attention maps were recorded; run the model inside `record_attention`")
-        sides = {n: int(round(self[n][0].shape[-2] ** 0.5)) for n in names}
-        for name, side in sides.items():
-            if side * side != self[name][0].shape[-2]:
-                raise ValueError(f"{name} attends from {self[name][0].shape[-2]} positions, not a square image")
-        size = size or max(sides.values())
-        total = None
-        count = 0
-        for name in names:
-            side = sides[name]
-            for weights in self[name]:
-                w = weights if batch is None else weights[batch]
-                w = w.float().mean(dim=1)                                          # (B, N, M)
-                w = w.transpose(1, 2).reshape(w.shape[0], w.shape[-1], side, side)  # (B, M, side, side)
-                w = F.interpolate(w, size=(size, size), mode="bilinear", align_corners=False) if side != size else w
-                total = w if total is None else total + w
-                count += 1
-        return total / count
-
-
-@contextmanager
-def record_attention(model: nn.Module, kind: str = "cross"):
-    """Record the attention weights of every `Attention` in `model` of the given kind.
-
-    kind: "cross" (image positions to context tokens), "self", or "all". While recording, the
-    layers use the written-out `attention` (the fused kernel does not return its weights).
-    """
-    if kind not in ("cross", "self", "all"):
-        raise ValueError(f"kind must be 'cross', 'self' or 'all', got {kind!r}")
-    layers = [(name, m) for name, m in model.named_modules() if isinstance(m, Attention)
-              and (kind == "all" or m.is_cross == (kind == "cross"))]
-    if not layers:
-        raise ValueError(f"{type(model).__name__} has no {kind}-attention layers to record")
-    maps = AttentionMaps()
-    for name, layer in layers:
-        maps[name] = []
-        layer.recorder = maps[name].append
-    try:
-        yield maps
-    finally:
-        for _, layer in layers:
-            layer.recorder = None

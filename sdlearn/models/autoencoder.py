@@ -2,7 +2,7 @@
 
     model = Autoencoder(AutoencoderConfig(variational=True))    # a VAE for 1x32x32 images
     reconstruction, posterior = model(images, generator=g)
-    loss = vae_loss(model, images, generator=g, kl_weight=1e-3)
+    loss = vae_loss(model, images, generator=g, kl_weight=1e-3)   # sdlearn.losses
 
 Two kinds, built by the same class (lesson 09):
 
@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from sdlearn.utils import randn_tensor
 
 
 @dataclass
@@ -125,7 +127,7 @@ class DiagonalGaussian:
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
         """The reparameterisation trick: mean + std * noise, differentiable in mean and std."""
-        noise = torch.randn(self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
+        noise = randn_tensor(self.mean.shape, generator, self.mean.device, self.mean.dtype)
         return self.mean + self.std * noise
 
     def mode(self) -> torch.Tensor:
@@ -165,17 +167,6 @@ class Autoencoder(nn.Module):
         return self.decode(z), encoded
 
 
-def vae_loss(model: Autoencoder, x: torch.Tensor, generator: torch.Generator | None = None,
-             kl_weight: float = 1e-3) -> torch.Tensor:
-    """Mean squared reconstruction error plus kl_weight times the KL term per image number.
-
-    For a plain autoencoder this is the reconstruction error alone.
-    """
-    reconstruction, encoded = model(x, generator=generator)
-    loss = F.mse_loss(reconstruction, x)
-    if model.config.variational:
-        loss = loss + kl_weight * encoded.kl().mean() / x[0].numel()
-    return loss
 
 
 # --------------------------------------------------------------------------- checks
@@ -235,6 +226,12 @@ def decode_latents(vae, latents: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+def encode_dataset(vae, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """Scaled latents (the posterior means) of a whole image tensor, `batch_size` images at a time."""
+    return torch.cat([encode_latents(vae, images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+
+
+@torch.no_grad()
 def compute_scaling_factor(vae, images: torch.Tensor, batch_size: int = 512) -> float:
     """1 / (standard deviation of the unscaled latents of `images`): scaled latents get unit variance.
 
@@ -243,29 +240,3 @@ def compute_scaling_factor(vae, images: torch.Tensor, batch_size: int = 512) -> 
     latents = torch.cat([vae.encode(images[i:i + batch_size]).latent_dist.mode()
                          for i in range(0, len(images), batch_size)])
     return float(1.0 / latents.float().std())
-
-
-def psnr(reconstruction: torch.Tensor, target: torch.Tensor, data_range: float = 2.0) -> torch.Tensor:
-    """Peak signal-to-noise ratio per image in dB, 10 log10(range^2 / MSE); range 2 for images in [-1, 1]."""
-    mse = (reconstruction.float() - target.float()).pow(2).flatten(1).mean(1)
-    return 10 * torch.log10(data_range ** 2 / mse.clamp_min(1e-12))
-
-
-def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 2.0, window: int = 7) -> torch.Tensor:
-    """Structural similarity per image (Wang et al., 2004) with a uniform window, on each channel, averaged.
-
-    Images (B, C, H, W); returns (B,). 1 means identical.
-    """
-    x, y = x.float(), y.float()
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    pad = window // 2
-
-    def local_mean(t):
-        return F.avg_pool2d(F.pad(t, (pad,) * 4, mode="reflect"), window, stride=1)
-
-    mx, my = local_mean(x), local_mean(y)
-    vx = local_mean(x * x) - mx ** 2
-    vy = local_mean(y * y) - my ** 2
-    cov = local_mean(x * y) - mx * my
-    s = ((2 * mx * my + c1) * (2 * cov + c2)) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2))
-    return s.flatten(1).mean(1)

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 
 _ACTIVATIONS = {"relu": F.relu, "silu": F.silu}
@@ -64,32 +63,6 @@ class SmallClassifier(nn.Module):
         return self.fc2(self.features(x))             # (N, n_classes) logits
 
 
-def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, epochs: int = 5,
-                     lr: float = 2e-3, batch_size: int = 64, seed: int = 0, progress: bool = True) -> list[float]:
-    """Train with AdamW and cross-entropy; return the mean loss of every epoch.
-
-    Shuffling uses its own generator seeded with `seed`, so a run is repeatable.
-    """
-    if images.shape[0] != labels.shape[0]:
-        raise ValueError(f"{images.shape[0]} images but {labels.shape[0]} labels")
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
-    history = []
-    model.train()
-    for _ in tqdm(range(epochs), desc="epochs", disable=not progress):
-        order = torch.randperm(images.shape[0], generator=generator)
-        total, count = 0.0, 0
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            loss = F.cross_entropy(model(images[idx]), labels[idx])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(idx)
-            count += len(idx)
-        history.append(total / count)
-    model.eval()
-    return history
 
 
 @torch.no_grad()

@@ -3,7 +3,7 @@
     model = SmallCLIP(CLIPConfig())
     ids = tokenize(["a photo of a sneaker", "a photo of a bag"])        # sdlearn.tokenizer
     logits = model(images, ids)                  # (B_images, B_texts): scaled cosine similarities
-    loss = contrastive_loss(logits)              # symmetric InfoNCE
+    loss = contrastive_loss(logits)              # symmetric InfoNCE, sdlearn.losses
 
 - The text encoder is a `transformers.CLIPTextModel` in a small configuration, with CLIP's
   real tokenizer and vocabulary (49,408 tokens, 77 positions): the same class, and the same
@@ -112,34 +112,6 @@ class SmallCLIP(nn.Module):
             raise TypeError("pass token ids (a LongTensor from sdlearn.tokenizer.tokenize), not text")
         if input_ids.ndim != 2 or input_ids.shape[1] > self.config.max_length:
             raise ValueError(f"expected token ids (B, <= {self.config.max_length}), got {tuple(input_ids.shape)}")
-
-
-def contrastive_loss(logits_per_image: torch.Tensor, caption_ids: torch.Tensor | None = None) -> torch.Tensor:
-    """The symmetric InfoNCE loss of CLIP: image i's caption is text i, and text i's image is image i.
-
-    Cross-entropy over each row (which text goes with this image?) and over each column (which
-    image goes with this text?), averaged. With `caption_ids` (B,), texts that are the same
-    caption count as the same answer: the target of a row is spread evenly over every column
-    with that caption (a batch of Fashion-MNIST captions repeats captions often).
-
-    When the copies of a caption have the same embedding, as they do when the text encoder sees
-    them all, their columns are identical and both forms give the same loss and the same
-    gradients; the shared targets matter when copies differ (for example, with dropout in the
-    text encoder). Either way, a batch with repeated captions cannot reach a loss of 0: lesson
-    12 measures the floor.
-    """
-    if logits_per_image.ndim != 2 or logits_per_image.shape[0] != logits_per_image.shape[1]:
-        raise ValueError(f"expected a square matrix of logits (one caption per image), got "
-                         f"{tuple(logits_per_image.shape)}")
-    n = logits_per_image.shape[0]
-    if caption_ids is None:
-        targets = torch.arange(n, device=logits_per_image.device)
-        return (F.cross_entropy(logits_per_image, targets) + F.cross_entropy(logits_per_image.T, targets)) / 2
-    if caption_ids.shape != (n,):
-        raise ValueError(f"caption_ids must have one id per image, shape ({n},), got {tuple(caption_ids.shape)}")
-    same = (caption_ids[:, None] == caption_ids[None, :]).float()
-    targets = same / same.sum(dim=1, keepdim=True)
-    return (F.cross_entropy(logits_per_image, targets) + F.cross_entropy(logits_per_image.T, targets)) / 2
 
 
 @torch.no_grad()

@@ -1,6 +1,6 @@
 """A U-Net that predicts noise, written to be read, with the layout of diffusers' U-Nets.
 
-    x (B, C, H, W), t (B,) [, context (B, M, D)] [, class_labels (B,)]
+    sample (B, C, H, W), timestep (B,) [, encoder_hidden_states (B, M, D)] [, class_labels (B,)]
       -> sinusoidal time embedding -> MLP (+ class embedding) -> temb (B, 4 * ch0)
       -> conv_in -> down blocks (ResNet blocks [+ attention], then a stride-2 conv) --skips--+
       -> mid block (ResNet, attention, ResNet)                                               |
@@ -17,8 +17,9 @@ One class covers both of diffusers' layouts, chosen by `UNetConfig.cross_attenti
 
 The modules carry diffusers' names (`conv_in`, `time_embedding.linear_1`,
 `down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k`, ...), so a state dict moves
-between the two unchanged: `from_diffusers` and `to_diffusers` below. Lesson 07 builds it
-block by block; lesson 08 explains the attention blocks.
+between the two unchanged: `from_diffusers` and `to_diffusers` in `sdlearn.models.conversion`.
+The forward pass takes diffusers' arguments, `unet(sample, timestep, encoder_hidden_states)`.
+Lesson 07 builds it block by block; lesson 08 explains the attention blocks.
 """
 
 from __future__ import annotations
@@ -182,12 +183,12 @@ class DownBlock(nn.Module):
             [make_attention(out_ch, level, cfg) for _ in range(layers)]) if attention else None
         self.downsamplers = nn.ModuleList([Downsample2D(out_ch)]) if downsample else None
 
-    def forward(self, x, temb, context=None):
+    def forward(self, x, temb, encoder_hidden_states=None):
         skips = []
         for i, resnet in enumerate(self.resnets):
             x = resnet(x, temb)
             if self.attentions is not None:
-                x = self.attentions[i](x, context)
+                x = self.attentions[i](x, encoder_hidden_states)
             skips.append(x)
         if self.downsamplers is not None:
             x = self.downsamplers[0](x)
@@ -211,12 +212,12 @@ class UpBlock(nn.Module):
             [make_attention(out_ch, level, cfg) for _ in range(layers)]) if attention else None
         self.upsamplers = nn.ModuleList([Upsample2D(out_ch)]) if upsample else None
 
-    def forward(self, x, skips, temb, context=None):
+    def forward(self, x, skips, temb, encoder_hidden_states=None):
         for i, resnet in enumerate(self.resnets):
             x = torch.cat([x, skips.pop()], dim=1)            # (B, C + C_skip, H, W)
             x = resnet(x, temb)
             if self.attentions is not None:
-                x = self.attentions[i](x, context)
+                x = self.attentions[i](x, encoder_hidden_states)
         if self.upsamplers is not None:
             x = self.upsamplers[0](x)
         return x
@@ -232,17 +233,19 @@ class MidBlock(nn.Module):
         last = len(cfg.block_out_channels) - 1
         self.attentions = nn.ModuleList([make_attention(ch, last, cfg)]) if attention else None
 
-    def forward(self, x, temb, context=None):
+    def forward(self, x, temb, encoder_hidden_states=None):
         x = self.resnets[0](x, temb)
         if self.attentions is not None:
-            x = self.attentions[0](x, context)
+            x = self.attentions[0](x, encoder_hidden_states)
         return self.resnets[1](x, temb)
 
 
 class UNet(nn.Module):
-    """The noise-predicting U-Net: `model(x, t[, context][, class_labels])` returns a tensor shaped like x.
+    """The noise-predicting U-Net: `model(sample, timestep[, encoder_hidden_states][, class_labels])`.
 
-    `context` is diffusers' `encoder_hidden_states`: the text encoder's output, (B, M, D).
+    It returns a tensor shaped like `sample`. The arguments are those of diffusers' U-Nets:
+    `encoder_hidden_states` is the context of cross-attention, the text encoder's output
+    (B, M, D); `class_labels` are integers, one per image, for a class-conditional U-Net.
     """
 
     def __init__(self, config: UNetConfig = UNetConfig()):
@@ -274,24 +277,28 @@ class UNet(nn.Module):
         self.conv_norm_out = nn.GroupNorm(cfg.norm_num_groups, channels[0], eps=cfg.norm_eps)
         self.conv_out = nn.Conv2d(channels[0], cfg.out_channels, 3, padding=1)
 
-    def _check_inputs(self, x, context, class_labels):
+    def _check_inputs(self, sample, encoder_hidden_states, class_labels):
         cfg = self.config
-        if x.ndim != 4 or x.shape[1] != cfg.in_channels:
-            raise ValueError(f"expected a batch (B, {cfg.in_channels}, H, W), got {tuple(x.shape)}")
-        if x.shape[-1] % cfg.downsampling or x.shape[-2] % cfg.downsampling:
+        if sample.ndim != 4 or sample.shape[1] != cfg.in_channels:
+            raise ValueError(f"expected a batch (B, {cfg.in_channels}, H, W) as sample, got {tuple(sample.shape)}")
+        if sample.shape[-1] % cfg.downsampling or sample.shape[-2] % cfg.downsampling:
             raise ValueError(f"height and width must be divisible by {cfg.downsampling} "
-                             f"({len(cfg.block_out_channels) - 1} downsamplings), got {tuple(x.shape[-2:])}")
+                             f"({len(cfg.block_out_channels) - 1} downsamplings), got {tuple(sample.shape[-2:])}")
+        context = encoder_hidden_states
         if cfg.conditional:
             if context is None:
-                raise ValueError(f"this U-Net attends to a context: pass context of shape (B, tokens, "
+                raise ValueError(f"this U-Net attends to a context: pass encoder_hidden_states of shape (B, tokens, "
                                  f"{cfg.cross_attention_dim}), e.g. the text encoder's last hidden state")
             if context.ndim != 3 or context.shape[-1] != cfg.cross_attention_dim:
-                raise ValueError(f"context has shape {tuple(context.shape)}, but this U-Net's cross_attention_dim "
-                                 f"is {cfg.cross_attention_dim}: expected (B, tokens, {cfg.cross_attention_dim})")
-            if context.shape[0] != x.shape[0]:
-                raise ValueError(f"{x.shape[0]} images but {context.shape[0]} contexts; give one context per image")
+                raise ValueError(f"encoder_hidden_states has shape {tuple(context.shape)}, but this U-Net's "
+                                 f"cross_attention_dim is {cfg.cross_attention_dim}: expected (B, tokens, "
+                                 f"{cfg.cross_attention_dim})")
+            if context.shape[0] != sample.shape[0]:
+                raise ValueError(f"{sample.shape[0]} images but encoder_hidden_states for {context.shape[0]}; "
+                                 "give one context per image")
         elif context is not None:
-            raise ValueError("this U-Net has no cross-attention (cross_attention_dim is None), so it takes no context")
+            raise ValueError("this U-Net has no cross-attention (cross_attention_dim is None), so it takes no "
+                             "encoder_hidden_states")
         if cfg.num_class_embeds:
             if class_labels is None:
                 raise ValueError(f"this U-Net is class-conditional: pass class_labels, integers in "
@@ -302,185 +309,32 @@ class UNet(nn.Module):
         elif class_labels is not None:
             raise ValueError("this U-Net has no class embedding (num_class_embeds is None); drop class_labels")
 
-    def forward(self, x: torch.Tensor, t, context: torch.Tensor | None = None,
+    def forward(self, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor | None = None,
                 class_labels: torch.Tensor | None = None) -> torch.Tensor:
         cfg = self.config
-        self._check_inputs(x, context, class_labels)
-        t = torch.as_tensor(t, device=x.device)
-        t = t.expand(x.shape[0]) if t.ndim == 0 else t.reshape(-1)
+        self._check_inputs(sample, encoder_hidden_states, class_labels)
+        t = torch.as_tensor(timestep, device=sample.device)
+        t = t.expand(sample.shape[0]) if t.ndim == 0 else t.reshape(-1)      # (B,): one timestep per image
         # 1. time embedding (plus the class embedding, if any)
         temb = timestep_embedding(t, cfg.block_out_channels[0], cfg.flip_sin_to_cos, cfg.freq_shift)
-        temb = self.time_embedding(temb.to(x.dtype))
+        temb = self.time_embedding(temb.to(sample.dtype))
         if self.class_embedding is not None:
-            temb = temb + self.class_embedding(torch.as_tensor(class_labels, device=x.device)).to(temb.dtype)
+            temb = temb + self.class_embedding(torch.as_tensor(class_labels, device=sample.device)).to(temb.dtype)
         # 2. down: keep every intermediate result for the skip connections
-        h = self.conv_in(x)
+        h = self.conv_in(sample)
         skips = [h]
         for block in self.down_blocks:
-            h, block_skips = block(h, temb, context)
+            h, block_skips = block(h, temb, encoder_hidden_states)
             skips.extend(block_skips)
         # 3. middle
-        h = self.mid_block(h, temb, context)
+        h = self.mid_block(h, temb, encoder_hidden_states)
         # 4. up: each ResNet block consumes the most recent skip
         for block in self.up_blocks:
-            h = block(h, skips, temb, context)
+            h = block(h, skips, temb, encoder_hidden_states)
         # 5. out
         return self.conv_out(F.silu(self.conv_norm_out(h)))
 
 
-# --------------------------------------------------------------------------- diffusers
-
-def diffusers_config(cfg: UNetConfig) -> dict:
-    """The keyword arguments of the diffusers U-Net with this layout (UNet2DModel or UNet2DConditionModel)."""
-    levels = len(cfg.block_out_channels)
-    common = dict(sample_size=cfg.sample_size, in_channels=cfg.in_channels, out_channels=cfg.out_channels,
-                  block_out_channels=cfg.block_out_channels, layers_per_block=cfg.layers_per_block,
-                  norm_num_groups=cfg.norm_num_groups, norm_eps=cfg.norm_eps, flip_sin_to_cos=cfg.flip_sin_to_cos,
-                  freq_shift=cfg.freq_shift, num_class_embeds=cfg.num_class_embeds, dropout=cfg.dropout)
-    if cfg.conditional:
-        if not cfg.mid_attention:
-            raise ValueError("UNet2DConditionModel has no middle block of two ResNets without attention; "
-                             "set mid_attention=True")
-        return dict(common,
-                    down_block_types=tuple("CrossAttnDownBlock2D" if a else "DownBlock2D"
-                                           for a in cfg.attention_levels),
-                    up_block_types=tuple("CrossAttnUpBlock2D" if a else "UpBlock2D"
-                                         for a in reversed(cfg.attention_levels)),
-                    mid_block_type="UNetMidBlock2DCrossAttn", cross_attention_dim=cfg.cross_attention_dim,
-                    # diffusers' `attention_head_dim` of this class is, for historical reasons, the number of heads
-                    attention_head_dim=tuple(cfg.heads(level) for level in range(levels)),
-                    transformer_layers_per_block=cfg.transformer_layers_per_block,
-                    use_linear_projection=cfg.use_linear_projection)
-    head_dims = {cfg.block_out_channels[level] // cfg.heads(level) for level in range(levels)
-                 if cfg.attention_levels[level] or (cfg.mid_attention and level == levels - 1)}
-    if len(head_dims) > 1:
-        raise ValueError(f"UNet2DModel uses one attention_head_dim for every level; this layout has {sorted(head_dims)}")
-    return dict(common,
-                down_block_types=tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in cfg.attention_levels),
-                up_block_types=tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(cfg.attention_levels)),
-                attention_head_dim=head_dims.pop() if head_dims else cfg.attention_head_dim,
-                add_attention=cfg.mid_attention)
-
-
-_DOWN = {"DownBlock2D": False, "AttnDownBlock2D": True, "CrossAttnDownBlock2D": True}
-_UP = {"UpBlock2D": False, "AttnUpBlock2D": True, "CrossAttnUpBlock2D": True}
-# settings of diffusers' U-Nets that this U-Net does not implement, with the value it assumes
-_ASSUMED = {"act_fn": "silu", "center_input_sample": False, "downsample_padding": 1, "mid_block_scale_factor": 1,
-            "resnet_time_scale_shift": "default", "time_embedding_type": "positional", "class_embed_type": None,
-            "addition_embed_type": None, "encoder_hid_dim": None, "only_cross_attention": False,
-            "dual_cross_attention": False, "upcast_attention": False, "time_cond_proj_dim": None,
-            "class_embeddings_concat": False, "conv_in_kernel": 3, "conv_out_kernel": 3,
-            "resnet_skip_time_act": False, "resnet_out_scale_factor": 1.0, "attention_type": "default",
-            "reverse_transformer_layers_per_block": None, "num_attention_heads": None, "attn_norm_num_groups": None,
-            "downsample_type": "conv", "upsample_type": "conv", "time_embedding_dim": None,
-            "timestep_post_act": None, "projection_class_embeddings_input_dim": None}
-
-
-def config_from_diffusers(config) -> UNetConfig:
-    """A `UNetConfig` from the config of a diffusers UNet2DModel or UNet2DConditionModel (dict or FrozenDict).
-
-    Raises a ValueError naming any setting this U-Net does not implement.
-    """
-    config = dict(config)
-    unsupported = [f"{key}={config[key]!r}" for key, value in _ASSUMED.items()
-                   if key in config and config[key] != value]
-    blocks = list(config.get("down_block_types", ())) + list(config.get("up_block_types", ()))
-    unknown = [b for b in blocks if b not in _DOWN and b not in _UP]
-    if unknown:
-        unsupported.append(f"block types {unknown}")
-    if unsupported:
-        raise ValueError("this U-Net does not implement these diffusers settings: " + ", ".join(unsupported))
-    attention_levels = tuple(_DOWN[b] for b in config["down_block_types"])
-    if tuple(_UP[b] for b in config["up_block_types"]) != tuple(reversed(attention_levels)):
-        raise ValueError(f"up_block_types {config['up_block_types']} do not mirror down_block_types "
-                         f"{config['down_block_types']}")
-    conditional = "cross_attention_dim" in config
-    kwargs = dict(sample_size=config.get("sample_size") or 32, in_channels=config["in_channels"],
-                  out_channels=config["out_channels"], block_out_channels=tuple(config["block_out_channels"]),
-                  layers_per_block=config["layers_per_block"], attention_levels=attention_levels,
-                  norm_num_groups=config["norm_num_groups"], norm_eps=config["norm_eps"],
-                  flip_sin_to_cos=config["flip_sin_to_cos"], freq_shift=config["freq_shift"],
-                  num_class_embeds=config.get("num_class_embeds"), dropout=config.get("dropout", 0.0))
-    if conditional:
-        if config.get("mid_block_type", "UNetMidBlock2DCrossAttn") != "UNetMidBlock2DCrossAttn":
-            raise ValueError(f"mid_block_type {config['mid_block_type']!r} is not implemented")
-        heads = config["attention_head_dim"]      # the number of heads, in this class (see diffusers_config)
-        heads = tuple(heads) if isinstance(heads, (list, tuple)) else heads
-        layers = config.get("transformer_layers_per_block", 1)
-        if isinstance(layers, (list, tuple)):
-            if len(set(layers)) != 1:
-                raise ValueError(f"transformer_layers_per_block {layers}: one number for all levels is implemented")
-            layers = layers[0]
-        cross_dim = config["cross_attention_dim"]
-        if isinstance(cross_dim, (list, tuple)):
-            raise ValueError(f"cross_attention_dim {cross_dim}: one context size for all levels is implemented")
-        return UNetConfig(**kwargs, num_attention_heads=heads, cross_attention_dim=cross_dim,
-                          transformer_layers_per_block=layers,
-                          use_linear_projection=config.get("use_linear_projection", False), mid_attention=True)
-    head_dim = config.get("attention_head_dim") or 8
-    return UNetConfig(**kwargs, attention_head_dim=head_dim, mid_attention=config.get("add_attention", True))
-
-
-def load_state_dict_strict(model: nn.Module, state_dict: dict) -> None:
-    """Load weights, naming every missing and unexpected key and every shape mismatch."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(own))
-    wrong_shape = [f"{k}: {tuple(state_dict[k].shape)} given, {tuple(own[k].shape)} expected"
-                   for k in own if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)]
-    problems = []
-    if missing:
-        problems.append(f"missing keys ({len(missing)}): {_first(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys ({len(unexpected)}): {_first(unexpected)}")
-    if wrong_shape:
-        problems.append(f"shape mismatches ({len(wrong_shape)}): {_first(wrong_shape)}")
-    if problems:
-        raise ValueError("the state dict does not fit this U-Net's configuration; " + "; ".join(problems) +
-                         ". Build the U-Net from the checkpoint's own config (config_from_diffusers).")
-    model.load_state_dict(state_dict)
-
-
-def _first(items, n: int = 5) -> str:
-    return ", ".join(items[:n]) + (f", ... ({len(items) - n} more)" if len(items) > n else "")
-
-
-def from_diffusers(diffusers_unet) -> UNet:
-    """Our U-Net with the configuration and weights of a diffusers UNet2DModel or UNet2DConditionModel."""
-    model = UNet(config_from_diffusers(diffusers_unet.config))
-    load_state_dict_strict(model, diffusers_unet.state_dict())
-    dtype = next(diffusers_unet.parameters()).dtype
-    return model if dtype == torch.float32 else model.to(dtype)
-
-
-def to_diffusers(model: UNet):
-    """The diffusers U-Net (UNet2DModel or UNet2DConditionModel) with this model's configuration and weights."""
-    from diffusers import UNet2DConditionModel, UNet2DModel
-
-    cls = UNet2DConditionModel if model.config.conditional else UNet2DModel
-    twin = cls(**diffusers_config(model.config))
-    load_state_dict_strict(twin, model.state_dict())
-    dtype = next(model.parameters()).dtype
-    return twin if dtype == torch.float32 else twin.to(dtype)
-
-
-# The published configuration of Stable Diffusion 1.5's U-Net (unet/config.json of
-# stable-diffusion-v1-5/stable-diffusion-v1-5), the settings that shape the network.
-SD15_UNET_CONFIG = {
-    "_class_name": "UNet2DConditionModel", "act_fn": "silu", "attention_head_dim": 8,
-    "block_out_channels": [320, 640, 1280, 1280], "center_input_sample": False, "cross_attention_dim": 768,
-    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-    "downsample_padding": 1, "flip_sin_to_cos": True, "freq_shift": 0, "in_channels": 4, "layers_per_block": 2,
-    "mid_block_scale_factor": 1, "norm_eps": 1e-05, "norm_num_groups": 32, "out_channels": 4, "sample_size": 64,
-    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
-}
-
-
-def sd15_unet_config() -> UNetConfig:
-    """Stable Diffusion 1.5's U-Net layout: 4x64x64 latents, 768-dimensional text context, 859.5M parameters."""
-    config = {k: v for k, v in SD15_UNET_CONFIG.items() if not k.startswith("_")}
-    return config_from_diffusers(config)
-
-
 def count_parameters(model: nn.Module) -> int:
+    """The number of numbers a model learns: every parameter's element count, summed."""
     return sum(p.numel() for p in model.parameters())

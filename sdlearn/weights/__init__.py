@@ -1,15 +1,22 @@
-"""The weights the project trains and ships, as safetensors files in this directory.
+"""Every model the project trains and ships, found from one place: this directory and its registry.
 
-Each file stores its model's configuration in the safetensors metadata, so `load(name)` can
-rebuild the model without any other file:
+A shipped model is either a safetensors file (`NAME.safetensors`) or a diffusers pipeline
+folder (`NAME/model_index.json`). `available()` lists both kinds, `load(name)` rebuilds
+either, `read_info(name)` returns how it was made, and a name that is not there gets one
+error listing every shipped model:
 
     classifier = load("fashion_classifier")   # SmallClassifier, Fashion-MNIST, 28x28
     unet = load("ddpm_fashion")                # UNet noise predictor, Fashion-MNIST padded to 32x32
     vae = load("vae_fashion")                  # diffusers AutoencoderKL, 1x32x32 to 4x8x8 latents
     latent_unet = load("ldm_fashion")          # UNet noise predictor on vae_fashion's latents
     clip = load("clip_fashion")                # SmallCLIP: image and text encoders, CLIP's tokenizer
+    pipe = load("fashion_text2image")          # diffusers StableDiffusionPipeline (sdlearn.pipelines)
 
-`python -m sdlearn.train RECIPE` writes them (see each model card in the book).
+    schedule = noise_schedule("ddpm_fashion")  # the noise schedule the model was trained with
+    schedule.alphas_cumprod, schedule.prediction_type
+
+A weights file stores its model's configuration in the safetensors metadata, so it needs no
+other file. `python -m sdlearn.train RECIPE` writes them (see each model card in the book).
 
 A file may leave out tensors another shipped file already holds: `clip_fashion`'s text
 encoder is the one inside the `fashion_text2image` pipeline folder, stored once. Its metadata
@@ -19,7 +26,7 @@ says where they are (`share_tensors` writes it) and `load` puts the model back t
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -29,6 +36,8 @@ from safetensors.torch import load_file, save_file
 from sdlearn.utils import atomic_path
 
 WEIGHTS_DIR = Path(__file__).resolve().parent
+PIPELINE_INDEX = "model_index.json"        # what makes a folder a diffusers pipeline
+PIPELINE_INFO = "sdlearn_info.json"        # a pipeline folder's training record
 
 
 def _builders():
@@ -43,8 +52,33 @@ def _is_diffusers(model) -> bool:
     return any(c.__module__.startswith("diffusers.") for c in type(model).__mro__)
 
 
-def available() -> list[str]:
-    return sorted(p.stem for p in WEIGHTS_DIR.glob("*.safetensors"))
+def available(kind: str | None = None) -> list[str]:
+    """Names of the shipped models: `kind="file"` (safetensors files), `"pipeline"` (folders), or both."""
+    if kind not in (None, "file", "pipeline"):
+        raise ValueError(f"kind must be None, 'file' or 'pipeline', got {kind!r}")
+    files = [p.stem for p in WEIGHTS_DIR.glob("*.safetensors")] if kind != "pipeline" else []
+    folders = [p.name for p in WEIGHTS_DIR.iterdir() if (p / PIPELINE_INDEX).exists()] if kind != "file" else []
+    return sorted(files + folders)
+
+
+def is_pipeline(path: Path) -> bool:
+    """Whether a path is a diffusers pipeline folder (it holds a `model_index.json`)."""
+    return (Path(path) / PIPELINE_INDEX).exists()
+
+
+def resolve(name_or_path) -> Path:
+    """The file or folder of a shipped model's name, or of a path to a weights file or pipeline folder."""
+    path = Path(name_or_path)
+    if (path.suffix == ".safetensors" and path.is_file()) or is_pipeline(path):
+        return path
+    for candidate in (WEIGHTS_DIR / f"{name_or_path}.safetensors", WEIGHTS_DIR / str(name_or_path)):
+        if candidate.is_file() or is_pipeline(candidate):
+            return candidate
+    files, folders = available("file"), available("pipeline")
+    raise FileNotFoundError(
+        f"no shipped model called {name_or_path!r}. Shipped weights files: {', '.join(files) or 'none'}; "
+        f"shipped pipeline folders: {', '.join(folders) or 'none'}. Or give the path of a .safetensors file "
+        f"written by sdlearn, or of a folder holding a {PIPELINE_INDEX}.")
 
 
 def save(model: torch.nn.Module, path, info: dict | None = None, dtype: torch.dtype | None = None) -> Path:
@@ -70,20 +104,44 @@ def save(model: torch.nn.Module, path, info: dict | None = None, dtype: torch.dt
 
 
 def read_info(name_or_path) -> dict:
-    """The `info` dictionary stored with a weights file (recipe, training time, metrics)."""
-    path = _resolve(name_or_path)
+    """How a shipped model was made: the record stored with it (recipe, training time, metrics)."""
+    path = resolve(name_or_path)
+    if is_pipeline(path):
+        file = path / PIPELINE_INFO
+        return json.loads(file.read_text()) if file.exists() else {}
     with safe_open(str(path), framework="pt") as handle:
-        return json.loads(handle.metadata().get("info", "{}"))
+        return json.loads((handle.metadata() or {}).get("info", "{}"))
 
 
-def _resolve(name_or_path) -> Path:
-    path = Path(name_or_path)
-    if path.suffix == ".safetensors" and path.exists():
-        return path
-    candidate = WEIGHTS_DIR / f"{name_or_path}.safetensors"
-    if candidate.exists():
-        return candidate
-    raise FileNotFoundError(f"no weights called {name_or_path!r}; shipped weights: {', '.join(available()) or 'none'}")
+@dataclass(frozen=True)
+class NoiseSchedule:
+    """The noise schedule a denoiser was trained with: betas by name, what it predicts, and T."""
+    beta_schedule: str                 # "linear", "scaled_linear" or "squaredcos_cap_v2" (the cosine schedule)
+    prediction_type: str               # "epsilon" or "v_prediction"
+    num_train_timesteps: int = 1000
+
+    @property
+    def alphas_cumprod(self) -> torch.Tensor:
+        """alpha-bar_t for t = 0 ... T - 1, as float32 (as diffusers' schedulers compute it)."""
+        from sdlearn.schedules import alphas_cumprod_from_betas, make_betas
+        return alphas_cumprod_from_betas(make_betas(self.beta_schedule, self.num_train_timesteps))
+
+    def record(self) -> dict:
+        """The entries a training run stores, which `noise_schedule` reads back."""
+        return asdict(self)
+
+
+def noise_schedule(name_or_path) -> NoiseSchedule:
+    """The noise schedule a shipped denoiser (a weights file or a pipeline folder) was trained with."""
+    path = resolve(name_or_path)
+    if is_pipeline(path):
+        record = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
+    else:
+        record = read_info(path)
+    if "beta_schedule" not in record or "prediction_type" not in record:
+        raise ValueError(f"{path.name} does not record a noise schedule: it is not a denoiser (its record has "
+                         f"{', '.join(sorted(record)) or 'nothing'})")
+    return NoiseSchedule(record["beta_schedule"], record["prediction_type"], int(record.get("num_train_timesteps", 1000)))
 
 
 def _shared_tensors(path: Path, metadata: dict) -> dict[str, torch.Tensor]:
@@ -106,7 +164,7 @@ def share_tensors(name_or_path, prefix: str, source) -> Path:
     the weights file), whose tensor `k` must equal this file's tensor `prefix + k`, exactly.
     The file is rewritten atomically, and only after every tensor has been compared.
     """
-    path = _resolve(name_or_path)
+    path = resolve(name_or_path)
     source = Path(source)
     source = source if source.is_absolute() else path.parent / source
     with safe_open(str(path), framework="pt") as handle:
@@ -128,9 +186,15 @@ def share_tensors(name_or_path, prefix: str, source) -> Path:
     return path
 
 
-def load(name_or_path, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """Rebuild a shipped (or saved) model from its safetensors file, in eval mode."""
-    path = _resolve(name_or_path)
+def load(name_or_path, device: str | torch.device = "cpu"):
+    """Rebuild a shipped (or saved) model, in eval mode: a module from a weights file, a pipeline from a folder.
+
+    A pipeline folder loads with `sdlearn.pipelines.load` (a `diffusers.StableDiffusionPipeline`).
+    """
+    path = resolve(name_or_path)
+    if is_pipeline(path):
+        from sdlearn.pipelines import load as load_pipeline
+        return load_pipeline(path, device)
     with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata() or {}
     if metadata.get("class", "").startswith("diffusers."):
