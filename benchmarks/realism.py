@@ -27,7 +27,7 @@ from sdlearn.metrics import REALISM_REFERENCE_SIZE, classify, realism, shipped_c
 from sdlearn.models.autoencoder import decode_latents  # noqa: E402
 from sdlearn.pipelines import load  # noqa: E402
 from sdlearn.samplers import as_noise_model, sample_ddim, sample_heun  # noqa: E402
-from sdlearn.schedules import alphas_cumprod_from_betas, make_betas, make_schedule  # noqa: E402
+from sdlearn.schedules import make_schedule  # noqa: E402
 from sdlearn.utils import atomic_write  # noqa: E402
 
 TABLE = ROOT / "book" / "_generated" / "realism.md"
@@ -45,7 +45,7 @@ def image_sets() -> dict[str, torch.Tensor]:
     sets["real test images (the calibration set)"] = test_images
     sets["real training images outside the reference"] = train_images[order[REALISM_REFERENCE_SIZE:][:2000]]
 
-    alphas_cumprod = alphas_cumprod_from_betas(make_betas("squaredcos_cap_v2", 1000))
+    alphas_cumprod = weights.noise_schedule("ddpm_fashion").alphas_cumprod
     model = as_noise_model(weights.load("ddpm_fashion"))
     noise = torch.randn(256, 1, 32, 32, generator=torch.Generator().manual_seed(1))
     schedule = make_schedule(alphas_cumprod, 25, timestep_spacing="trailing")

@@ -13,16 +13,11 @@ import pytest
 import torch
 
 from sdlearn import weights
-from sdlearn.data import load_fashion_mnist
+from sdlearn.data import load_fashion_mnist, to_classifier_range
 from sdlearn.metrics import (REALISM_QUANTILE, REALISM_REFERENCE_SIZE, classify, evaluate_samples, realism,
                              shipped_classifier)
 from sdlearn.samplers import as_noise_model, sample_ddim, sample_heun
-from sdlearn.schedules import alphas_cumprod_from_betas, make_betas, make_schedule
-
-
-def to_28(images: torch.Tensor) -> torch.Tensor:
-    """32x32 diffusion images in [-1, 1] to the classifier's 28x28 in [0, 1]."""
-    return ((images[..., 2:30, 2:30] + 1) / 2).clamp(0, 1)
+from sdlearn.schedules import make_schedule
 
 
 def fraction_realistic(images: torch.Tensor) -> float:
@@ -70,20 +65,21 @@ def test_decoded_random_latents_fail(debian_fashion):
     for scale in (0.5, 1.0, 2.0):                                      # measured 0.000 each
         with torch.no_grad():
             images = decode_latents(vae, torch.randn(32, 4, 8, 8, generator=generator) * scale)
-        assert fraction_realistic(to_28(images)) <= 0.1
+        assert fraction_realistic(to_classifier_range(images)) <= 0.1
 
 
 @pytest.mark.slow
 def test_heun_speckle_fools_confidence_but_not_realism(debian_fashion):
     """Lesson 06: the same noise through DDIM (25 steps) and Heun (5 steps) on the cosine schedule."""
-    alphas_cumprod = alphas_cumprod_from_betas(make_betas("squaredcos_cap_v2", 1000))
+    alphas_cumprod = weights.noise_schedule("ddpm_fashion").alphas_cumprod
     model = as_noise_model(weights.load("ddpm_fashion"))
     noise = torch.randn(48, 1, 32, 32, generator=torch.Generator().manual_seed(0))
 
     schedule = make_schedule(alphas_cumprod, 25, timestep_spacing="trailing")
-    ddim = to_28(sample_ddim(model, noise, schedule, prediction_type="v_prediction", clip_sample=True))
+    ddim = to_classifier_range(sample_ddim(model, noise, schedule, prediction_type="v_prediction", clip_sample=True))
     schedule = make_schedule(alphas_cumprod, 5, timestep_spacing="trailing")
-    heun = to_28(sample_heun(model, noise * schedule.init_noise_sigma, schedule, prediction_type="v_prediction"))
+    heun = to_classifier_range(sample_heun(model, noise * schedule.init_noise_sigma, schedule,
+                                           prediction_type="v_prediction"))
 
     heun_confidence = classify(shipped_classifier(), heun)[0].max(-1).values.mean().item()
     ddim_confidence = classify(shipped_classifier(), ddim)[0].max(-1).values.mean().item()

@@ -27,10 +27,10 @@ import pytest
 import torch
 
 from sdlearn import weights
-from sdlearn.data import load_fashion_mnist
+from sdlearn.data import load_fashion_mnist, to_classifier_range
 from sdlearn.metrics import SampleReport, evaluate_samples
 from sdlearn.samplers import as_noise_model, sample_ddim
-from sdlearn.schedules import alphas_cumprod_from_betas, make_betas, make_schedule
+from sdlearn.schedules import make_schedule
 
 N = 200
 
@@ -44,7 +44,7 @@ def real_report(n: int) -> SampleReport:
 
 def quality_failures(samples: torch.Tensor, real: SampleReport) -> tuple[SampleReport, list[str]]:
     """Judge 32x32 samples in [-1, 1]; return the report and the names of the checks they fail."""
-    report = evaluate_samples(((samples[..., 2:30, 2:30] + 1) / 2).clamp(0, 1))
+    report = evaluate_samples(to_classifier_range(samples))
     failures = []
     if report.entropy < 0.95 or min(report.histogram) < 5:          # every class, none much rarer than 1 in 10
         failures.append("classes")
@@ -56,7 +56,7 @@ def quality_failures(samples: torch.Tensor, real: SampleReport) -> tuple[SampleR
 
 
 def ddpm_samples(unet, num_inference_steps: int, prediction_type: str) -> torch.Tensor:
-    alphas_cumprod = alphas_cumprod_from_betas(make_betas("squaredcos_cap_v2", 1000))
+    alphas_cumprod = weights.noise_schedule("ddpm_fashion").alphas_cumprod
     schedule = make_schedule(alphas_cumprod, num_inference_steps, timestep_spacing="trailing")
     noise = torch.randn(N, 1, 32, 32, generator=torch.Generator().manual_seed(0))
     return sample_ddim(as_noise_model(unet), noise, schedule, prediction_type=prediction_type)

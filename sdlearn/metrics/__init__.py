@@ -321,12 +321,17 @@ def mean_pairwise_distance(features: torch.Tensor) -> float:
 
 @lru_cache(maxsize=16)
 def _real_reference(classifier_id: int, classifier, classes: tuple[int, ...] | None) -> tuple[float, float]:
-    """Mean pairwise feature distance and saturation of up to 1,000 test images of `classes`."""
+    """Mean pairwise feature distance and saturation of up to 1,000 test images of `classes`.
+
+    The features are rows of the test set's, computed once per classifier (`_test_set_features`).
+    """
     images, labels = load_fashion_mnist("test")
+    features = _test_set_features(classifier_id, classifier)[-1]
     if classes is not None:
-        images = images[torch.isin(labels, torch.tensor(classes))]
-    images = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:1000]]
-    _, features = classify(classifier, images)
+        chosen = torch.isin(labels, torch.tensor(classes))
+        images, features = images[chosen], features[chosen]
+    subset = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:1000]
+    images, features = images[subset], features[subset]
     return mean_pairwise_distance(features), (images >= SATURATION_LEVEL).float().mean().item()
 
 
