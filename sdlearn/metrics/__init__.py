@@ -199,10 +199,21 @@ def realism(images: torch.Tensor, classifier=None) -> RealismReport:
     """Judge each image (N, 1, 28, 28) in [0, 1]: realistic, and how much (see `RealismReport`)."""
     if classifier is None:
         classifier = shipped_classifier()
+    return _judge(classifier, realism_features(classifier, images))
+
+
+def _judge(classifier, blocks: list[torch.Tensor]) -> RealismReport:
+    """The realism of images whose `realism_features` are `blocks`."""
     scales, reference, threshold, real_mean_realism = _realism_reference(id(classifier), classifier)
-    features = _scaled(realism_features(classifier, images), scales)
-    distance = _kth_neighbour_distance(features, reference, REALISM_NEIGHBOUR)
+    distance = _kth_neighbour_distance(_scaled(blocks, scales), reference, REALISM_NEIGHBOUR)
     return RealismReport(distance=distance, threshold=threshold, real_mean_realism=real_mean_realism)
+
+
+@torch.no_grad()
+def _classify_and_judge(classifier, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, RealismReport]:
+    """`classify` and `realism` from one pass of the classifier: (probabilities, features, realism)."""
+    blocks = realism_features(classifier, images)
+    return classifier.fc2(blocks[-1]).softmax(-1), blocks[-1], _judge(classifier, blocks)
 
 
 # --------------------------------------------------------------------------- end of realism
@@ -254,12 +265,11 @@ def evaluate_samples(images: torch.Tensor, classifier=None, labels: torch.Tensor
     """Score generated images (N, 1, 28, 28) in [0, 1] with the shipped (or a given) classifier."""
     if classifier is None:
         classifier = shipped_classifier()
-    probs, features = classify(classifier, images)
+    probs, features, judged = _classify_and_judge(classifier, images)
     predicted = probs.argmax(-1)
     histogram = torch.bincount(predicted, minlength=10).tolist()
     test_features, frechet_real = _reference_features(id(classifier), classifier)
     accuracy = None if labels is None else (predicted == labels).float().mean().item()
-    judged = realism(images, classifier)
     return SampleReport(n=len(images), histogram=histogram, entropy=normalized_entropy(histogram),
                         mean_confidence=probs.max(-1).values.mean().item(), accuracy=accuracy,
                         frechet=frechet_distance(features, test_features), frechet_real=frechet_real,
@@ -362,8 +372,7 @@ def evaluate_prompt(pipe, prompt: str, target=None, *, negative_prompt: str | No
     images = images.float().cpu()
     if tuple(images.shape[1:]) != (1, 32, 32):
         raise ValueError(f"expected a Fashion-MNIST pipeline making (1, 32, 32) images, got {tuple(images.shape[1:])}")
-    probs, features = classify(classifier, images[..., 2:30, 2:30])
-    judged = realism(images[..., 2:30, 2:30], classifier)
+    probs, features, judged = _classify_and_judge(classifier, images[..., 2:30, 2:30])
     predicted = probs.argmax(-1)
     histogram = torch.bincount(predicted, minlength=10).tolist()
     accuracy = None if targets is None else torch.isin(predicted, torch.tensor(targets)).float().mean().item()
