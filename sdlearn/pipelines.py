@@ -54,30 +54,86 @@ def _slim_tokenizer(directory: Path) -> None:
     write_clip_tokenizer_files(directory)
 
 
+PIPELINE_CLASSES = {"text2image": "StableDiffusionPipeline", "inpaint": "StableDiffusionInpaintPipeline",
+                    "img2img": "StableDiffusionImg2ImgPipeline"}
+SHAREABLE = ("vae", "text_encoder", "tokenizer")           # the parts an inpainting folder takes from its base
+
+
+def _same_component(a: Path, b: Path) -> bool:
+    """Whether two component folders hold the same files: same configs and tokenizer files, same tensors."""
+    names = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    if names != sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file()):
+        return False
+    for name in names:
+        if name.suffix == ".json":                       # a config: the same, but for where it was loaded from
+            x, y = (json.loads((root / name).read_text()) for root in (a, b))
+            if isinstance(x, dict) and isinstance(y, dict):
+                x, y = ({k: v for k, v in d.items() if k != "_name_or_path"} for d in (x, y))
+            if x != y:
+                return False
+            continue
+        if name.suffix != ".safetensors":
+            if (a / name).read_bytes() != (b / name).read_bytes():
+                return False
+            continue
+        with safe_open(str(a / name), framework="pt") as x, safe_open(str(b / name), framework="pt") as y:
+            if sorted(x.keys()) != sorted(y.keys()):
+                return False
+            if any(not torch.equal(x.get_tensor(k), y.get_tensor(k)) for k in x.keys()):
+                return False
+    return True
+
+
+def _share_components(staging: Path, folder: Path, base: Path) -> list[str]:
+    """Replace each of staging's `SHAREABLE` parts that equals the base's by a relative link to it.
+
+    Only parts that hold exactly the base's files and tensors are linked, so loading either
+    folder gives what was written. Returns the names of the linked parts.
+    """
+    import os
+
+    shared = []
+    for name in SHAREABLE:
+        if (base / name).is_dir() and not (base / name).is_symlink() and _same_component(staging / name, base / name):
+            shutil.rmtree(staging / name)
+            (staging / name).symlink_to(os.path.relpath(base / name, folder), target_is_directory=True)
+            shared.append(name)
+    return shared
+
+
 def write_pipeline(folder, *, unet, vae, text_encoder, beta_schedule: str, prediction_type: str,
-                   info: dict | None = None, half: bool = True) -> Path:
-    """Write a complete StableDiffusionPipeline folder; an existing folder is replaced only when it is done.
+                   info: dict | None = None, half: bool = True, pipeline: str = "text2image",
+                   share_with: Path | None = None) -> Path:
+    """Write a complete diffusers pipeline folder; an existing folder is replaced only when it is done.
 
     `unet` is a diffusers UNet2DConditionModel, `vae` an AutoencoderKL and `text_encoder` a
-    transformers CLIPTextModel; the tokenizer is CLIP's (`sdlearn.tokenizer`). The folder is
-    written beside its destination and renamed into place, so a reader never sees half of it.
+    transformers CLIPTextModel; the tokenizer is CLIP's (`sdlearn.tokenizer`). `pipeline` names
+    the class `model_index.json` records (`PIPELINE_CLASSES`: "text2image" or "inpaint"). With
+    `share_with` (another pipeline folder beside this one), the VAE, text encoder and tokenizer
+    are stored once: where they equal that folder's, they become relative links to it. The folder
+    is written beside its destination and renamed into place, so a reader never sees half of it.
     """
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
+    import diffusers
+    from diffusers import DDIMScheduler
 
     from sdlearn.tokenizer import clip_tokenizer
 
+    if pipeline not in PIPELINE_CLASSES:
+        raise ValueError(f"pipeline must be one of {sorted(PIPELINE_CLASSES)}, got {pipeline!r}")
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     scheduler = DDIMScheduler.from_config(scheduler_config(beta_schedule, prediction_type))
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=clip_tokenizer(), unet=unet,
-                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
+    pipe = getattr(diffusers, PIPELINE_CLASSES[pipeline])(
+        vae=vae, text_encoder=text_encoder, tokenizer=clip_tokenizer(), unet=unet, scheduler=scheduler,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         pipe.save_pretrained(staging, safe_serialization=True)
         _slim_tokenizer(staging / "tokenizer")
         if half:
             _halve(staging)
+        if share_with is not None:
+            _share_components(staging, folder, Path(share_with))
         (staging / PIPELINE_INFO).write_text(json.dumps(info or {}, indent=1) + "\n")
         for path in [staging, *staging.rglob("*")]:       # readable by all, as an installed package must be
             path.chmod(0o755 if path.is_dir() else 0o644)
@@ -162,9 +218,23 @@ def _dtype_keyword(dtype: torch.dtype) -> dict:
     return {"dtype" if (major, minor) >= (0, 40) else "torch_dtype": dtype}
 
 
+def pipeline_class(folder):
+    """The diffusers pipeline class a folder's `model_index.json` names (text to image, inpainting, ...)."""
+    import diffusers
+
+    name = json.loads((Path(folder) / "model_index.json").read_text())["_class_name"]
+    if name not in PIPELINE_CLASSES.values():
+        raise ValueError(f"{folder} holds a {name}; sdlearn loads {', '.join(sorted(PIPELINE_CLASSES.values()))}")
+    return getattr(diffusers, name)
+
+
 def load(name_or_path, device: str | torch.device | None = None, *, dtype: torch.dtype | None = None,
          attention_slicing: bool = False):
-    """A `diffusers.StableDiffusionPipeline` from a shipped name, a local folder or a Hub id.
+    """A diffusers pipeline from a shipped name, a local folder or a Hub id.
+
+    A folder loads as the class its `model_index.json` names: `StableDiffusionPipeline` for
+    text to image, `StableDiffusionInpaintPipeline` for an inpainting model; a Hub id loads as
+    `StableDiffusionPipeline`.
 
     - A shipped name or a folder loads offline, in float32, on `device` (default: the CPU).
     - A Hub id such as `SD15` loads from the Hugging Face Hub or its local cache, by default on
@@ -195,7 +265,7 @@ def load(name_or_path, device: str | torch.device | None = None, *, dtype: torch
             raise ValueError(f"{name_or_path!r} is a weights file, not a pipeline folder: load it with "
                              f"sdlearn.weights.load({name_or_path!r})")
         with _quiet_loading():
-            pipe = StableDiffusionPipeline.from_pretrained(str(path), **_dtype_keyword(dtype or torch.float32))
+            pipe = pipeline_class(path).from_pretrained(str(path), **_dtype_keyword(dtype or torch.float32))
         device = device or "cpu"
     if attention_slicing:
         pipe.enable_attention_slicing()

@@ -97,13 +97,23 @@ def test_unknown_weights_list_the_shipped_ones():
 def test_train_command_line_lists_the_recipes():
     result = subprocess.run([sys.executable, "-m", "sdlearn.train", "--help"], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0
-    for name in ("classifier", "ddpm", "ddpm_plain", "autoencoder", "latent_ddpm", "clip"):
+    for name in ("classifier", "ddpm", "ddpm_plain", "autoencoder", "latent_ddpm", "clip", "text2image", "inpainting"):
         assert name in result.stdout
 
 
 def test_shipped_weights_stay_small():
-    total = sum(p.stat().st_size for p in weights.WEIGHTS_DIR.rglob("*.safetensors"))   # pipeline folders too
-    assert total < 40 * 2 ** 20
+    """Everything under sdlearn/weights together under 50 MB (raised from 40 MB for the second half of the course).
+
+    A part stored once and linked from another folder (the inpainting model's VAE, text encoder and
+    tokenizer) counts once: links are not followed.
+    """
+    import os
+
+    total = 0
+    for root, dirs, files in os.walk(weights.WEIGHTS_DIR):            # does not descend into linked folders
+        total += sum(os.path.getsize(os.path.join(root, f)) for f in files
+                     if not os.path.islink(os.path.join(root, f)))
+    assert total < 50 * 2 ** 20
 
 
 def test_shipped_autoencoder_scales_latents_to_unit_variance(debian_fashion):

@@ -12,7 +12,7 @@ from sdlearn.schedules import alphas_cumprod_from_betas, cosine_betas
 
 def test_available_lists_files_and_folders_and_every_recipe_ships_under_its_name():
     files, folders = weights.available("file"), weights.available("pipeline")
-    assert "ddpm_fashion" in files and folders == ["fashion_text2image"]
+    assert "ddpm_fashion" in files and folders == ["fashion_inpainting", "fashion_text2image"]
     assert weights.available() == sorted(files + folders)
     shipped = {name for _, _, name, _ in RECIPES.values()}
     assert set(weights.available()) <= shipped, "every shipped model was made by a recipe"
@@ -30,8 +30,11 @@ def test_one_error_lists_every_shipped_model():
 def test_load_and_read_info_take_a_file_or_a_folder(tmp_path):
     from diffusers import StableDiffusionPipeline
 
+    from diffusers import StableDiffusionInpaintPipeline
+
     pipe = weights.load("fashion_text2image")
     assert isinstance(pipe, StableDiffusionPipeline)
+    assert isinstance(weights.load("fashion_inpainting"), StableDiffusionInpaintPipeline)   # the class its folder names
     assert weights.read_info("fashion_text2image")["recipe"] == "python -m sdlearn.train text2image"
     assert weights.read_info("ddpm_fashion")["recipe"] == "python -m sdlearn.train ddpm"
     assert weights.resolve(weights.resolve("vae_fashion")) == weights.resolve("vae_fashion")
@@ -42,7 +45,7 @@ def test_load_and_read_info_take_a_file_or_a_folder(tmp_path):
 def test_noise_schedules_are_read_back_from_what_each_model_stored():
     folder = weights.resolve("fashion_text2image")
     config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
-    for name in ("ddpm_fashion", "ldm_fashion", "fashion_text2image"):
+    for name in ("ddpm_fashion", "ldm_fashion", "fashion_text2image", "fashion_inpainting"):
         schedule = weights.noise_schedule(name)
         assert (schedule.beta_schedule, schedule.prediction_type) == (config["beta_schedule"], config["prediction_type"])
         # the cosine schedule, computed independently of make_betas' dispatch

@@ -19,8 +19,9 @@ DDPM's 32x32 [-1, 1] images).
 Two more kinds of judgement live beside it, and are imported here too:
 
 - `sdlearn.metrics.images`: comparing an image with a reference: `psnr` and `ssim` (how well
-  an autoencoder reconstructs), and `faces_flipped` (does a generated shoe face the way its
-  prompt asked?);
+  an autoencoder reconstructs), `faces_flipped` (does a generated shoe face the way its
+  prompt asked?), and for inpainting `change_outside` (what an edit changed that it should have
+  kept) and `seam` (a visible border around the repainted part);
 - `sdlearn.metrics.clip`: `evaluate_clip`, the zero-shot accuracies of a CLIP model.
 """
 
@@ -38,11 +39,11 @@ from scipy import linalg
 
 from sdlearn.data import FASHION_CLASSES, load_fashion_mnist
 from sdlearn.metrics.clip import evaluate_clip
-from sdlearn.metrics.images import faces_flipped, psnr, ssim
+from sdlearn.metrics.images import change_outside, faces_flipped, psnr, seam, ssim
 
-__all__ = ["PromptReport", "RealismReport", "SampleReport", "classify", "evaluate_clip", "evaluate_prompt",
-           "evaluate_samples", "faces_flipped", "frechet_distance", "mean_pairwise_distance", "normalized_entropy",
-           "psnr", "realism", "realism_features", "shipped_classifier", "ssim"]
+__all__ = ["PromptReport", "RealismReport", "SampleReport", "change_outside", "classify", "evaluate_clip",
+           "evaluate_prompt", "evaluate_samples", "faces_flipped", "frechet_distance", "mean_pairwise_distance", "normalized_entropy",
+           "psnr", "realism", "realism_features", "seam", "shipped_classifier", "ssim"]
 
 
 # Images per forward pass of the classifier. Its first activations take 200 x 32 x 28 x 28 floats

@@ -6,6 +6,9 @@
 - `faces_flipped`: is a generated image closer to a reference (such as the average real
   sneaker, which faces left) or to the reference mirrored? A judge for prompts such as
   "a sneaker facing right".
+- `change_outside`: how much an edit changed the pixels it was meant to keep (mask 0);
+- `seam`: the jump across a mask's border, against the jumps between neighbours elsewhere: a
+  visible seam is a border that differs more than neighbouring pixels usually do.
 """
 
 from __future__ import annotations
@@ -61,3 +64,40 @@ def faces_flipped(images: torch.Tensor, reference: torch.Tensor, dim: int = -1) 
     as_is = x @ centred_unit(reference).T                     # (N, 1)
     flipped = x @ centred_unit(reference.flip(dim)).T         # (N, 1)
     return (flipped > as_is)[:, 0]
+
+
+def _check_masks(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    if masks.shape[-2:] != images.shape[-2:] or masks.shape[1] != 1 or masks.shape[0] not in (1, images.shape[0]):
+        raise ValueError(f"masks {tuple(masks.shape)} must be (1 or B, 1, H, W) for images {tuple(images.shape)}")
+    return (masks >= 0.5).expand(images.shape[0], 1, *images.shape[-2:])
+
+
+def change_outside(images: torch.Tensor, reference: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Mean absolute change per image (B,) where the mask is 0 (the part an edit should keep), on every channel."""
+    keep = ~_check_masks(images, masks)
+    diff = (images.float() - reference.float()).abs().mean(1, keepdim=True)            # (B, 1, H, W)
+    return (diff * keep).flatten(1).sum(1) / keep.flatten(1).sum(1).clamp_min(1)
+
+
+def seam(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """The seam along each mask's border, per image (B,): how much more neighbours differ across it than elsewhere.
+
+    For every pair of horizontal or vertical neighbours, |difference|; the mean over pairs that
+    straddle the border (one pixel repainted, one kept) minus the mean over all other pairs. About
+    0 when the border is no sharper than the picture's own edges; large when the repainted part
+    does not continue the kept part. (Images whose mask covers all or none of them score 0.)
+    """
+    inside = _check_masks(images, masks).float()
+    x = images.float().mean(1, keepdim=True)
+    pairs = []
+    for dim in (-1, -2):                               # left-right and up-down neighbours
+        n = x.shape[dim] - 1
+        jump = (x.narrow(dim, 1, n) - x.narrow(dim, 0, n)).abs()
+        border = (inside.narrow(dim, 1, n) != inside.narrow(dim, 0, n)).float()
+        pairs.append((jump, border))
+    across = sum((j * b).flatten(1).sum(1) for j, b in pairs)
+    n_across = sum(b.flatten(1).sum(1) for _, b in pairs)
+    rest = sum((j * (1 - b)).flatten(1).sum(1) for j, b in pairs)
+    n_rest = sum((1 - b).flatten(1).sum(1) for _, b in pairs)
+    score = across / n_across.clamp_min(1) - rest / n_rest.clamp_min(1)
+    return torch.where(n_across > 0, score, torch.zeros_like(score))

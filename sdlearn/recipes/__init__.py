@@ -9,6 +9,7 @@ runs it (see `sdlearn.train`). The shipped weights in `sdlearn/weights/` were ma
 - `latent_ddpm`: the same DDPM on the autoencoder's latents
 - `clip`: the small CLIP, image and text encoders for captioned Fashion-MNIST
 - `text2image`: the text-to-image U-Net, written as a diffusers pipeline folder
+- `inpainting`: that U-Net widened to 9 input channels and fine-tuned on random masks
 - `common`: the end every run shares (pick the EMA, record the run, save on the main process)
 
 Each denoiser's record stores the noise schedule it learned (`beta_schedule`,
@@ -20,6 +21,7 @@ from sdlearn.recipes.classifier import ClassifierRecipe, run_classifier
 from sdlearn.recipes.clip import CLIPRecipe, run_clip
 from sdlearn.recipes.ddpm import DDPMRecipe, plain_ddpm_recipe, run_ddpm
 from sdlearn.recipes.latent_ddpm import LatentDDPMRecipe, run_latent_ddpm
+from sdlearn.recipes.inpainting import InpaintingRecipe, run_inpainting
 from sdlearn.recipes.text2image import Text2ImageRecipe, run_text2image
 
 # name -> (recipe factory, run function, shipped name, description)
@@ -37,8 +39,10 @@ RECIPES = {
                                                    "Fashion-MNIST"),
     "text2image": (Text2ImageRecipe, run_text2image, "fashion_text2image",
                    "the text-to-image model: a diffusers folder for StableDiffusionPipeline"),
+    "inpainting": (InpaintingRecipe, run_inpainting, "fashion_inpainting",
+                   "the inpainting model: a diffusers folder for StableDiffusionInpaintPipeline"),
 }
 
-__all__ = ["RECIPES", "AutoencoderRecipe", "CLIPRecipe", "ClassifierRecipe", "DDPMRecipe", "LatentDDPMRecipe",
-           "Text2ImageRecipe", "plain_ddpm_recipe", "run_autoencoder", "run_classifier", "run_clip", "run_ddpm",
-           "run_latent_ddpm", "run_text2image"]
+__all__ = ["RECIPES", "AutoencoderRecipe", "CLIPRecipe", "ClassifierRecipe", "DDPMRecipe", "InpaintingRecipe",
+           "LatentDDPMRecipe", "Text2ImageRecipe", "plain_ddpm_recipe", "run_autoencoder", "run_classifier", "run_clip",
+           "run_ddpm", "run_inpainting", "run_latent_ddpm", "run_text2image"]
