@@ -11,6 +11,8 @@ The package is organised by concept, one module each; a lesson imports from seve
 - `sdlearn.samplers`: DDPM, DDIM, Euler, Euler ancestral, Heun and LMS, as plain functions
 - `sdlearn.text_to_image`: the text-to-image loop of Stable Diffusion, step by step, and its parts
 - `sdlearn.editing`: image to image (SDEdit) and inpainting, on the text-to-image loop
+- `sdlearn.inversion`: DDIM inversion: DDIM run backwards up to a strength's first timestep, and denoising
+  from given latents
 - `sdlearn.masks`: inpainting masks: random training masks, boxes and halves, the latent-sized mask
 - `sdlearn.guidance`: classifier-free guidance and negative prompts
 - `sdlearn.conditioning`: class labels as conditioning: the embedding, the loss, sampling per class

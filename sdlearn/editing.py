@@ -165,7 +165,7 @@ def image_to_image(pipe, prompt, image: torch.Tensor, *, strength: float = 0.8, 
                    guidance_scale: float = 7.5, num_inference_steps: int = 50,
                    generator: torch.Generator | None = None, scheduler=None,
                    callback: Callable[[Step], None] | None = None, output_type: str = "pt"):
-    """Change pictures with a prompt (SDEdit): encode, noise to `strength`, denoise; what StableDiffusionImg2ImgPipeline does.
+    """Change pictures with a prompt (SDEdit): encode, noise, denoise; as StableDiffusionImg2ImgPipeline does.
 
     image     (B, C, H, W) or (1, C, H, W) in [0, 1], the pipeline's size; one picture is used for every prompt
     strength  in [0, 1]: the share of the `num_inference_steps` that run, and so how much noise is added
@@ -241,7 +241,7 @@ def inpaint(pipe, prompt, image: torch.Tensor, mask_image: torch.Tensor, *, stre
     known = None
     if blend or strength < 1:
         known = _match_batch(encode_image(pipe.vae, image, generator), batch, "images")
-    noise = randn_tensor((batch, latent_channels, *known_size(pipe, image)), generator, device, dtype)
+    noise = randn_tensor((batch, latent_channels, *_latent_size(pipe, image)), generator, device, dtype)
     if strength == 1:
         latents = noise * scheduler.init_noise_sigma
     else:
@@ -259,7 +259,7 @@ def inpaint(pipe, prompt, image: torch.Tensor, mask_image: torch.Tensor, *, stre
     return latents if output_type == "latent" else latents_to_images(pipe.vae, latents)
 
 
-def known_size(pipe, image: torch.Tensor) -> tuple[int, int]:
+def _latent_size(pipe, image: torch.Tensor) -> tuple[int, int]:
     """The latents' height and width for pictures of `image`'s size."""
     factor = autoencoder_factor(pipe.vae)
     return image.shape[-2] // factor, image.shape[-1] // factor
