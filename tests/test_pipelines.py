@@ -66,7 +66,7 @@ def test_rewriting_a_folder_replaces_it_whole(tmp_path):
 
 
 def test_unknown_pipeline_lists_every_shipped_model(tmp_path):
-    with pytest.raises(FileNotFoundError, match="files: clip_fashion, ddpm_fashion.*folders: fashion_text2image"):
+    with pytest.raises(FileNotFoundError, match="files: clip_fashion, ddpm_fashion.*folders: fashion_inpainting, fashion_text2image"):
         pipelines.load("no_such_model")
 
 
