@@ -28,12 +28,10 @@ from typing import Callable
 
 import torch
 
-from sdlearn.guidance import check_negative_prompts
 from sdlearn.masks import latent_mask, masked_images
 from sdlearn.models.autoencoder import autoencoder_factor, encode_latents
 from sdlearn.samplers import Step
-from sdlearn.text_to_image import denoise, latents_to_images, prepare_prompt_embeds
-from sdlearn.tokenizer import check_prompts
+from sdlearn.text_to_image import check_call, check_image_size, denoise, latents_to_images, prepare_prompt_embeds
 from sdlearn.utils import randn_tensor
 
 INPAINTING_LOADER = "sdlearn.pipelines.load('fashion_inpainting')"
@@ -76,8 +74,7 @@ def strength_timesteps(scheduler, num_inference_steps: int, strength: float, dev
 
 def pipeline_size(pipe) -> tuple[int, int]:
     """The height and width of the pictures a pipeline makes: the U-Net's sample size times the VAE's factor."""
-    size = pipe.unet.config.sample_size * autoencoder_factor(pipe.vae)
-    return size, size
+    return check_image_size(pipe, None, None)
 
 
 def check_image(pipe, image, name: str = "image") -> torch.Tensor:
@@ -150,16 +147,6 @@ def _match_batch(x: torch.Tensor, batch_size: int, name: str) -> torch.Tensor:
     raise ValueError(f"{x.shape[0]} {name} for {batch_size} prompts: give one, or one per prompt")
 
 
-def _device_and_checks(pipe, prompt, negative_prompt, num_inference_steps: int, output_type: str):
-    prompts = check_prompts(prompt)
-    check_negative_prompts(prompts, negative_prompt)
-    if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
-        raise ValueError(f"num_inference_steps must be an integer of at least 1, got {num_inference_steps!r}")
-    if output_type not in ("pt", "latent"):
-        raise ValueError(f"output_type must be 'pt' or 'latent', got {output_type!r}")
-    return prompts, next(pipe.unet.parameters()).device
-
-
 @torch.no_grad()
 def image_to_image(pipe, prompt, image: torch.Tensor, *, strength: float = 0.8, negative_prompt=None,
                    guidance_scale: float = 7.5, num_inference_steps: int = 50,
@@ -171,7 +158,8 @@ def image_to_image(pipe, prompt, image: torch.Tensor, *, strength: float = 0.8, 
     strength  in [0, 1]: the share of the `num_inference_steps` that run, and so how much noise is added
     The other arguments are `sdlearn.text_to_image.text_to_image`'s. Returns pictures in [0, 1].
     """
-    prompts, device = _device_and_checks(pipe, prompt, negative_prompt, num_inference_steps, output_type)
+    prompts = check_call(prompt, negative_prompt, num_inference_steps, output_type)
+    device = next(pipe.unet.parameters()).device
     image = check_image(pipe, image)
     scheduler = scheduler or pipe.scheduler
     # 1. the prompts, and the timesteps that `strength` keeps (checked before any work)
@@ -222,7 +210,8 @@ def inpaint(pipe, prompt, image: torch.Tensor, mask_image: torch.Tensor, *, stre
     Returns pictures in [0, 1] (the whole picture is decoded, so outside the mask it is the
     autoencoder's reconstruction, not the input).
     """
-    prompts, device = _device_and_checks(pipe, prompt, negative_prompt, num_inference_steps, output_type)
+    prompts = check_call(prompt, negative_prompt, num_inference_steps, output_type)
+    device = next(pipe.unet.parameters()).device
     image = check_image(pipe, image)
     mask = check_mask(mask_image, image)
     latent_channels = pipe.vae.config.latent_channels

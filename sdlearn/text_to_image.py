@@ -67,6 +67,17 @@ def prepare_prompt_embeds(pipe, prompt, negative_prompt=None, guidance_scale: fl
     return prompt_embeds, encode_prompts(pipe.tokenizer, pipe.text_encoder, negatives)
 
 
+def check_call(prompt, negative_prompt, num_inference_steps: int, output_type: str) -> list[str]:
+    """The arguments every pipeline call shares, checked: returns the prompts as a list."""
+    prompts = check_prompts(prompt)
+    check_negative_prompts(prompts, negative_prompt)
+    if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+        raise ValueError(f"num_inference_steps must be an integer of at least 1, got {num_inference_steps!r}")
+    if output_type not in ("pt", "latent"):
+        raise ValueError(f"output_type must be 'pt' or 'latent', got {output_type!r}")
+    return prompts
+
+
 def check_image_size(pipe, height: int | None, width: int | None) -> tuple[int, int]:
     """The image's height and width: by default the U-Net's sample size times the VAE's factor; else checked."""
     factor = autoencoder_factor(pipe.vae)
@@ -173,12 +184,7 @@ def text_to_image(pipe, prompt, *, negative_prompt=None, guidance_scale: float =
     pass a fresh one). `callback(step)` runs after every step with a `Step`: the new latents
     (`step.sample`) and the predicted clean latents (`step.pred_x0`).
     """
-    prompts = check_prompts(prompt)
-    check_negative_prompts(prompts, negative_prompt)
-    if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
-        raise ValueError(f"num_inference_steps must be an integer of at least 1, got {num_inference_steps!r}")
-    if output_type not in ("pt", "latent"):
-        raise ValueError(f"output_type must be 'pt' or 'latent', got {output_type!r}")
+    prompts = check_call(prompt, negative_prompt, num_inference_steps, output_type)
     height, width = check_image_size(pipe, height, width)
     scheduler = scheduler or pipe.scheduler
     device = next(pipe.unet.parameters()).device
