@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
 
 def diffusion_loss(model, x0: torch.Tensor, alphas_cumprod: torch.Tensor, generator: torch.Generator, *,
-                   prediction_type: str = "epsilon", snr_gamma: float | None = None) -> torch.Tensor:
+                   prediction_type: str = "epsilon", snr_gamma: float | None = None,
+                   reduction: str = "mean") -> torch.Tensor:
     """The DDPM training loss (Ho et al., 2020, Algorithm 1), optionally Min-SNR weighted.
 
     1. draw t uniformly from {0, ..., T-1} and noise eps ~ N(0, I), one per image;
@@ -29,8 +30,11 @@ def diffusion_loss(model, x0: torch.Tensor, alphas_cumprod: torch.Tensor, genera
     3. the model predicts eps ("epsilon") or v = sqrt(alpha-bar_t) eps - sqrt(1 - alpha-bar_t) x0;
     4. mean squared error per image, weighted by min(SNR_t, gamma) / SNR_t for epsilon or
        min(SNR_t, gamma) / (SNR_t + 1) for v (Hang et al., 2023), then averaged.
-    With snr_gamma=None every image has weight 1: the "simple" loss of DDPM.
+    With snr_gamma=None every image has weight 1: the "simple" loss of DDPM. `reduction="none"`
+    returns the (weighted) loss of every image, shape (B,), instead of their mean.
     """
+    if reduction not in ("mean", "none"):
+        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
     b = x0.shape[0]
     t = torch.randint(0, len(alphas_cumprod), (b,), generator=generator).to(x0.device)
     noise = torch.randn(x0.shape, generator=generator).to(device=x0.device, dtype=x0.dtype)
@@ -43,12 +47,11 @@ def diffusion_loss(model, x0: torch.Tensor, alphas_cumprod: torch.Tensor, genera
         raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got {prediction_type!r}")
     prediction = model(x_t, t)
     per_image = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=tuple(range(1, x0.ndim)))
-    if snr_gamma is None:
-        return per_image.mean()
-    snr = signal_to_noise(alphas_cumprod.to(x0.device))[t]
-    clipped = torch.clamp(snr, max=snr_gamma)
-    weight = clipped / snr if prediction_type == "epsilon" else clipped / (snr + 1)
-    return (weight * per_image).mean()
+    if snr_gamma is not None:
+        snr = signal_to_noise(alphas_cumprod.to(x0.device))[t]
+        clipped = torch.clamp(snr, max=snr_gamma)
+        per_image = per_image * (clipped / snr if prediction_type == "epsilon" else clipped / (snr + 1))
+    return per_image.mean() if reduction == "mean" else per_image
 
 
 def classification_loss(model, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None = None,

@@ -97,7 +97,8 @@ def test_unknown_weights_list_the_shipped_ones():
 def test_train_command_line_lists_the_recipes():
     result = subprocess.run([sys.executable, "-m", "sdlearn.train", "--help"], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0
-    for name in ("classifier", "ddpm", "ddpm_plain", "autoencoder", "latent_ddpm", "clip", "text2image", "inpainting"):
+    for name in ("classifier", "ddpm", "ddpm_plain", "autoencoder", "latent_ddpm", "clip", "text2image", "inpainting",
+                 "dreambooth_lora"):
         assert name in result.stdout
 
 

@@ -10,10 +10,11 @@ from sdlearn.recipes import RECIPES
 from sdlearn.schedules import alphas_cumprod_from_betas, cosine_betas
 
 
-def test_available_lists_files_and_folders_and_every_recipe_ships_under_its_name():
-    files, folders = weights.available("file"), weights.available("pipeline")
+def test_available_lists_files_folders_and_loras_and_every_recipe_ships_under_its_name():
+    files, folders, loras = weights.available("file"), weights.available("pipeline"), weights.available("lora")
     assert "ddpm_fashion" in files and folders == ["fashion_inpainting", "fashion_text2image"]
-    assert weights.available() == sorted(files + folders)
+    assert loras == ["fashion_sks_bag_lora"]
+    assert weights.available() == sorted(files + folders + loras)
     shipped = {name for _, _, name, _ in RECIPES.values()}
     assert set(weights.available()) <= shipped, "every shipped model was made by a recipe"
     assert shipped - set(weights.available()) == {"ddpm_fashion_plain"}     # the baseline is not shipped

@@ -10,6 +10,7 @@ runs it (see `sdlearn.train`). The shipped weights in `sdlearn/weights/` were ma
 - `clip`: the small CLIP, image and text encoders for captioned Fashion-MNIST
 - `text2image`: the text-to-image U-Net, written as a diffusers pipeline folder
 - `inpainting`: that U-Net widened to 9 input channels and fine-tuned on random masks
+- `dreambooth_lora`: a LoRA that teaches that pipeline one bag, "sks bag" (lesson 19)
 - `common`: the end every run shares (pick the EMA, record the run, save on the main process)
 
 Each denoiser's record stores the noise schedule it learned (`beta_schedule`,
@@ -19,6 +20,7 @@ Each denoiser's record stores the noise schedule it learned (`beta_schedule`,
 from sdlearn.recipes.autoencoder import AutoencoderRecipe, run_autoencoder
 from sdlearn.recipes.classifier import ClassifierRecipe, run_classifier
 from sdlearn.recipes.clip import CLIPRecipe, run_clip
+from sdlearn.recipes.dreambooth_lora import DreamBoothLoRARecipe, run_dreambooth_lora
 from sdlearn.recipes.ddpm import DDPMRecipe, plain_ddpm_recipe, run_ddpm
 from sdlearn.recipes.latent_ddpm import LatentDDPMRecipe, run_latent_ddpm
 from sdlearn.recipes.inpainting import InpaintingRecipe, run_inpainting
@@ -41,8 +43,11 @@ RECIPES = {
                    "the text-to-image model: a diffusers folder for StableDiffusionPipeline"),
     "inpainting": (InpaintingRecipe, run_inpainting, "fashion_inpainting",
                    "the inpainting model: a diffusers folder for StableDiffusionInpaintPipeline"),
+    "dreambooth_lora": (DreamBoothLoRARecipe, run_dreambooth_lora, "fashion_sks_bag_lora",
+                        "a DreamBooth LoRA of one bag for fashion_text2image, loaded by load_lora_weights"),
 }
 
-__all__ = ["RECIPES", "AutoencoderRecipe", "CLIPRecipe", "ClassifierRecipe", "DDPMRecipe", "InpaintingRecipe",
-           "LatentDDPMRecipe", "Text2ImageRecipe", "plain_ddpm_recipe", "run_autoencoder", "run_classifier", "run_clip",
-           "run_ddpm", "run_inpainting", "run_latent_ddpm", "run_text2image"]
+__all__ = ["RECIPES", "AutoencoderRecipe", "CLIPRecipe", "ClassifierRecipe", "DDPMRecipe", "DreamBoothLoRARecipe",
+           "InpaintingRecipe", "LatentDDPMRecipe", "Text2ImageRecipe", "plain_ddpm_recipe", "run_autoencoder",
+           "run_classifier", "run_clip", "run_ddpm", "run_dreambooth_lora", "run_inpainting", "run_latent_ddpm",
+           "run_text2image"]

@@ -1,9 +1,10 @@
 """Every model the project trains and ships, found from one place: this directory and its registry.
 
-A shipped model is either a safetensors file (`NAME.safetensors`) or a diffusers pipeline
-folder (`NAME/model_index.json`). `available()` lists both kinds, `load(name)` rebuilds
-either, `read_info(name)` returns how it was made, and a name that is not there gets one
-error listing every shipped model:
+A shipped model is a safetensors file (`NAME.safetensors`), a diffusers pipeline folder
+(`NAME/model_index.json`), or a LoRA for one of the pipelines (`NAME/pytorch_lora_weights.safetensors`,
+with the name of the pipeline it adapts in its record). `available()` lists every kind,
+`load(name)` rebuilds any of them, `read_info(name)` returns how it was made, and a name that
+is not there gets one error listing every shipped model:
 
     classifier = load("fashion_classifier")   # SmallClassifier, Fashion-MNIST, 28x28
     unet = load("ddpm_fashion")                # UNet noise predictor, Fashion-MNIST padded to 32x32
@@ -11,6 +12,7 @@ error listing every shipped model:
     latent_unet = load("ldm_fashion")          # UNet noise predictor on vae_fashion's latents
     clip = load("clip_fashion")                # SmallCLIP: image and text encoders, CLIP's tokenizer
     pipe = load("fashion_text2image")          # diffusers StableDiffusionPipeline (sdlearn.pipelines)
+    pipe = load("fashion_sks_bag_lora")        # the same pipeline with a DreamBooth LoRA loaded (lesson 19)
 
     schedule = noise_schedule("ddpm_fashion")  # the noise schedule the model was trained with
     schedule.alphas_cumprod, schedule.prediction_type
@@ -37,7 +39,9 @@ from sdlearn.utils import atomic_path
 
 WEIGHTS_DIR = Path(__file__).resolve().parent
 PIPELINE_INDEX = "model_index.json"        # what makes a folder a diffusers pipeline
-PIPELINE_INFO = "sdlearn_info.json"        # a pipeline folder's training record
+PIPELINE_INFO = "sdlearn_info.json"        # a pipeline's (or a LoRA's) training record
+LORA_FILE = "pytorch_lora_weights.safetensors"  # what makes a folder a LoRA (the name diffusers saves)
+KINDS = ("file", "pipeline", "lora")
 
 
 def _builders():
@@ -53,12 +57,17 @@ def _is_diffusers(model) -> bool:
 
 
 def available(kind: str | None = None) -> list[str]:
-    """Names of the shipped models: `kind="file"` (safetensors files), `"pipeline"` (folders), or both."""
-    if kind not in (None, "file", "pipeline"):
-        raise ValueError(f"kind must be None, 'file' or 'pipeline', got {kind!r}")
-    files = [p.stem for p in WEIGHTS_DIR.glob("*.safetensors")] if kind != "pipeline" else []
-    folders = [p.name for p in WEIGHTS_DIR.iterdir() if (p / PIPELINE_INDEX).exists()] if kind != "file" else []
-    return sorted(files + folders)
+    """Names of the shipped models: `kind="file"` (safetensors files), `"pipeline"` (folders), `"lora"`, or all."""
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"kind must be None or one of {KINDS}, got {kind!r}")
+    names = []
+    if kind in (None, "file"):
+        names += [p.stem for p in WEIGHTS_DIR.glob("*.safetensors")]
+    if kind in (None, "pipeline"):
+        names += [p.name for p in WEIGHTS_DIR.iterdir() if is_pipeline(p)]
+    if kind in (None, "lora"):
+        names += [p.name for p in WEIGHTS_DIR.iterdir() if is_lora(p)]
+    return sorted(names)
 
 
 def is_pipeline(path: Path) -> bool:
@@ -66,19 +75,25 @@ def is_pipeline(path: Path) -> bool:
     return (Path(path) / PIPELINE_INDEX).exists()
 
 
+def is_lora(path: Path) -> bool:
+    """Whether a path is a LoRA folder: a `pytorch_lora_weights.safetensors` and no pipeline of its own."""
+    return (Path(path) / LORA_FILE).is_file() and not is_pipeline(path)
+
+
 def resolve(name_or_path) -> Path:
     """The file or folder of a shipped model's name, or of a path to a weights file or pipeline folder."""
     path = Path(name_or_path)
-    if (path.suffix == ".safetensors" and path.is_file()) or is_pipeline(path):
+    if (path.suffix == ".safetensors" and path.is_file()) or is_pipeline(path) or is_lora(path):
         return path
     for candidate in (WEIGHTS_DIR / f"{name_or_path}.safetensors", WEIGHTS_DIR / str(name_or_path)):
-        if candidate.is_file() or is_pipeline(candidate):
+        if candidate.is_file() or is_pipeline(candidate) or is_lora(candidate):
             return candidate
-    files, folders = available("file"), available("pipeline")
+    files, folders, loras = available("file"), available("pipeline"), available("lora")
     raise FileNotFoundError(
         f"no shipped model called {name_or_path!r}. Shipped weights files: {', '.join(files) or 'none'}; "
-        f"shipped pipeline folders: {', '.join(folders) or 'none'}. Or give the path of a .safetensors file "
-        f"written by sdlearn, or of a folder holding a {PIPELINE_INDEX}.")
+        f"shipped pipeline folders: {', '.join(folders) or 'none'}; shipped LoRAs: {', '.join(loras) or 'none'}. "
+        f"Or give the path of a .safetensors file written by sdlearn, or of a folder holding a {PIPELINE_INDEX} "
+        f"or a {LORA_FILE}.")
 
 
 def save(model: torch.nn.Module, path, info: dict | None = None, dtype: torch.dtype | None = None) -> Path:
@@ -106,7 +121,7 @@ def save(model: torch.nn.Module, path, info: dict | None = None, dtype: torch.dt
 def read_info(name_or_path) -> dict:
     """How a shipped model was made: the record stored with it (recipe, training time, metrics)."""
     path = resolve(name_or_path)
-    if is_pipeline(path):
+    if is_pipeline(path) or is_lora(path):
         file = path / PIPELINE_INFO
         return json.loads(file.read_text()) if file.exists() else {}
     with safe_open(str(path), framework="pt") as handle:
@@ -134,6 +149,8 @@ class NoiseSchedule:
 def noise_schedule(name_or_path) -> NoiseSchedule:
     """The noise schedule a shipped denoiser (a weights file or a pipeline folder) was trained with."""
     path = resolve(name_or_path)
+    if is_lora(path):
+        return noise_schedule(lora_base(path))
     if is_pipeline(path):
         record = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
     else:
@@ -186,12 +203,31 @@ def share_tensors(name_or_path, prefix: str, source) -> Path:
     return path
 
 
+def lora_base(name_or_path) -> str:
+    """The pipeline a LoRA adapts, as its record names it (a shipped name, or a path relative to the LoRA)."""
+    path = resolve(name_or_path)
+    base = read_info(path).get("base")
+    if base is None:
+        raise ValueError(f"{path} does not say which pipeline it adapts: its {PIPELINE_INFO} needs a 'base' entry "
+                         f"(a shipped pipeline such as 'fashion_text2image')")
+    return base
+
+
 def load(name_or_path, device: str | torch.device = "cpu"):
     """Rebuild a shipped (or saved) model, in eval mode: a module from a weights file, a pipeline from a folder.
 
-    A pipeline folder loads with `sdlearn.pipelines.load` (a `diffusers.StableDiffusionPipeline`).
+    A pipeline folder loads with `sdlearn.pipelines.load` (a `diffusers.StableDiffusionPipeline`);
+    a LoRA folder loads as the pipeline it adapts with the LoRA in it, an adapter named after
+    the folder (`sdlearn.finetune.load_lora`: `pipe.set_adapters` changes its scale).
     """
     path = resolve(name_or_path)
+    if is_lora(path):
+        from sdlearn.finetune.lora import load_lora
+        from sdlearn.pipelines import load as load_pipeline
+
+        pipe = load_pipeline(resolve(lora_base(path)), device)
+        load_lora(pipe, path, adapter_name=path.name)
+        return pipe
     if is_pipeline(path):
         from sdlearn.pipelines import load as load_pipeline
         return load_pipeline(path, device)
