@@ -248,3 +248,25 @@ def test_the_shipped_lora_is_listed_loaded_and_draws_its_bag():
     without = text_to_image(pipe, ["a photo of a sks bag"] * 8, generator=torch.Generator().manual_seed(0),
                             **settings)
     assert distance(with_lora) < 0.6 * distance(without)
+
+
+def test_the_fidelity_and_memorisation_measures():
+    from sdlearn.data import fashion_for_diffusion
+    from sdlearn.metrics import nearest_copy_distance, subject_distance
+
+    images, labels = fashion_for_diffusion("test")
+    images = (images + 1) / 2
+    subject = images[1375]
+    copies = subject_copies(subject)
+    distance = nearest_copy_distance(torch.cat([copies[3:4], subject.roll(2, dims=-1)[None]]), copies)
+    assert distance[0].item() == 0.0                                          # a training copy
+    by_hand = ((subject.roll(2, dims=-1)[None] - copies) ** 2).mean(dim=(1, 2, 3)).sqrt().min()
+    assert abs(distance[1].item() - by_hand.item()) < 1e-6
+    other_bags = images[labels == 8][:50]
+    near, far = subject_distance(copies, subject), subject_distance(other_bags, subject)
+    assert near.shape == (10,) and far.shape == (50,)
+    assert near.max() < far.median() / 2                                      # its own shifts are near, other bags far
+    with pytest.raises(ValueError, match="same picture size"):
+        nearest_copy_distance(copies, copies[..., :28, :28])
+    with pytest.raises(ValueError, match=r"\(N, 1, 32, 32\)"):
+        subject_distance(copies[..., 2:30, 2:30], subject)

@@ -22,6 +22,8 @@ Two more kinds of judgement live beside it, and are imported here too:
   an autoencoder reconstructs), `faces_flipped` (does a generated shoe face the way its
   prompt asked?), and for inpainting `change_outside` (what an edit changed that it should have
   kept) and `seam` (a visible border around the repainted part);
+- `sdlearn.metrics.subjects`: for fine-tuning on a few pictures of one subject, `subject_distance`
+  (fidelity, in the classifier's feature space) and `nearest_copy_distance` (memorisation);
 - `sdlearn.metrics.clip`: `evaluate_clip`, the zero-shot accuracies of a CLIP model.
 """
 
@@ -40,10 +42,12 @@ from scipy import linalg
 from sdlearn.data import FASHION_CLASSES, load_fashion_mnist
 from sdlearn.metrics.clip import evaluate_clip
 from sdlearn.metrics.images import change_outside, faces_flipped, psnr, seam, ssim
+from sdlearn.metrics.subjects import nearest_copy_distance, subject_distance
 
 __all__ = ["PromptReport", "RealismReport", "SampleReport", "change_outside", "classify", "evaluate_clip",
-           "evaluate_prompt", "evaluate_samples", "faces_flipped", "frechet_distance", "mean_pairwise_distance", "normalized_entropy",
-           "psnr", "realism", "realism_features", "seam", "shipped_classifier", "ssim"]
+           "evaluate_prompt", "evaluate_samples", "faces_flipped", "frechet_distance", "mean_pairwise_distance",
+           "nearest_copy_distance", "normalized_entropy", "psnr", "realism", "realism_features", "seam",
+           "shipped_classifier", "ssim", "subject_distance"]
 
 
 # Images per forward pass of the classifier. Its first activations take 200 x 32 x 28 x 28 floats

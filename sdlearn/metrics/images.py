@@ -101,3 +101,4 @@ def seam(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     n_rest = sum((1 - b).flatten(1).sum(1) for _, b in pairs)
     score = across / n_across.clamp_min(1) - rest / n_rest.clamp_min(1)
     return torch.where(n_across > 0, score, torch.zeros_like(score))
+

@@ -41,7 +41,7 @@ class DreamBoothLoRARecipe:
     class_prompt: str = "a photo of a bag"
     num_class_images: int = 64             # drawn once by the frozen model (diffusers' default is 100)
     class_guidance_scale: float = 2.0
-    class_inference_steps: int = 25
+    class_inference_steps: int = 10       # as lesson 19 samples
     prior_loss_weight: float = 1.0
     rank: int = 4
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
