@@ -1,6 +1,7 @@
 """The book: lesson structure, badges from _config.yml, and a full Sphinx build with -W."""
 
 import importlib.util
+import re
 import shutil
 import subprocess
 import sys
@@ -112,3 +113,21 @@ def test_every_measured_machine_keeps_the_budgets():
         for name, seconds, _, slowest in rows:
             assert seconds <= BUDGET_S, f"{name} took {seconds:.0f} s on {machine}"
             assert slowest <= 300, f"a cell of {name} took {slowest:.0f} s on {machine}"
+
+
+GENERATED = re.compile(r"<!-- generated: (?P<file>\S+) -->\n(?P<table>.*?)\n<!-- end generated -->", re.S)
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=[p.stem for p in LESSONS])
+def test_tables_copied_into_lessons_match_what_the_benchmarks_wrote(path):
+    """A lesson shows a benchmark's table inline (an {include} would show as raw text in Colab and
+    Jupyter), between markers naming the file it copies; the copy must be that file, word for word."""
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type != "markdown":
+            continue
+        assert "{include}" not in cell.source, f"{path.name}: an {{include}} shows as raw text outside the book"
+        for match in GENERATED.finditer(cell.source):
+            written = (ROOT / match["file"]).read_text().strip("\n")
+            assert match["table"] == written, \
+                f"{path.name} shows an old copy of {match['file']}: paste the file's current text between the markers"

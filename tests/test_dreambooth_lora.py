@@ -164,6 +164,10 @@ def test_fuse_lora_writes_w_plus_scaled_b_times_a_into_the_weights(pipe):
     assert (fused - unfused).abs().max().item() <= 1e-4
     pipe.unfuse_lora()
     torch.testing.assert_close(layer.base_layer.weight, original, rtol=0, atol=1e-6)
+    pipe.set_adapters(["default"], adapter_weights=[0.5])             # the layer's scaling is now 0.5 * alpha / r
+    half = original + 0.5 * (layer.lora_alpha["default"] / 2) * (
+        layer.lora_B["default"].weight @ layer.lora_A["default"].weight)
+    torch.testing.assert_close(merged_weight(layer, scale=0.5), half, rtol=0, atol=1e-7)
 
 
 def test_lora_files_that_do_not_fit_are_refused_by_name(pipe, tmp_path):

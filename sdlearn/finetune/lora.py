@@ -203,10 +203,14 @@ def load_lora(pipe, path, adapter_name: str = "default", scale: float = 1.0) -> 
 
 
 def merged_weight(layer, adapter_name: str = "default", scale: float = 1.0) -> torch.Tensor:
-    """W + scale * (alpha / r) * B @ A for one peft LoRA layer: the weight `fuse_lora` writes into it."""
+    """W + scale * (alpha / r) * B @ A for one peft LoRA layer: the weight `fuse_lora(lora_scale=scale)` writes.
+
+    alpha / r is read from the adapter's settings, not from the layer's current `scaling`, which
+    `set_adapters` multiplies by the adapter's weight: `scale` is that weight here.
+    """
     base = layer.base_layer.weight
     a, b = layer.lora_A[adapter_name].weight, layer.lora_B[adapter_name].weight
-    return base + scale * layer.scaling[adapter_name] * (b @ a)
+    return base + scale * (layer.lora_alpha[adapter_name] / layer.r[adapter_name]) * (b @ a)
 
 
 def count_parameters(module, trainable: bool | None = None) -> int:
