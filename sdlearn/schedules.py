@@ -217,20 +217,27 @@ class Schedule:
 
 
 def make_schedule(alphas_cumprod: torch.Tensor, num_inference_steps: int, *, timestep_spacing: str = "leading",
-                  steps_offset: int = 0, use_karras_sigmas: bool = False) -> Schedule:
+                  steps_offset: int = 0, use_karras_sigmas: bool = False, sigma_max: float | None = None) -> Schedule:
     """Timesteps and sigmas for sampling, computed as diffusers' schedulers compute them.
 
     sigmas at fractional timesteps are interpolated linearly in t; with `use_karras_sigmas`
     they are replaced by `karras_sigmas` between the same end points and the timesteps are
-    recomputed from them with `sigma_to_t`.
+    recomputed from them with `sigma_to_t`. `sigma_max` (Karras sigmas only) starts them lower
+    than the schedule's largest sigma: Karras et al. use 80, where the data are long drowned,
+    instead of the cosine schedule's 20,000, whose first step a second-order sampler cannot take.
     """
+    if sigma_max is not None and not use_karras_sigmas:
+        raise ValueError("sigma_max applies to Karras sigmas: pass use_karras_sigmas=True as well")
+    if sigma_max is not None and not sigma_max > 0:
+        raise ValueError(f"sigma_max must be > 0, got {sigma_max!r}")
     alphas_cumprod = alphas_cumprod.to(torch.float32)
     timesteps = spaced_timesteps(num_inference_steps, len(alphas_cumprod), timestep_spacing,
                                  steps_offset).astype(np.float32)
     table = sigmas_from_alphas_cumprod(alphas_cumprod).numpy()          # float32, one per training step
     sigmas = np.interp(timesteps, np.arange(len(table)), table)          # float64 at the chosen timesteps
     if use_karras_sigmas:
-        sigmas = karras_sigmas(num_inference_steps, sigmas[-1].item(), sigmas[0].item())
+        top = sigmas[0].item() if sigma_max is None else min(sigma_max, sigmas[0].item())
+        sigmas = karras_sigmas(num_inference_steps, sigmas[-1].item(), top)
         log_table = np.log(table)
         timesteps = np.array([sigma_to_t(s, log_table) for s in sigmas]).astype(np.float32)
     sigmas = torch.from_numpy(np.concatenate([sigmas, [0.0]]).astype(np.float32))

@@ -98,3 +98,22 @@ def test_make_schedule_records_its_spacing_and_starting_noise():
     assert trailing.timesteps[0] == 999 and leading.timesteps[0] == 901
     assert trailing.init_noise_sigma == pytest.approx(trailing.sigmas[0].item())            # diffusers' rule
     assert leading.init_noise_sigma == pytest.approx((leading.sigmas[0].item() ** 2 + 1) ** 0.5)
+
+
+def test_karras_sigmas_can_start_below_the_schedules_largest_sigma():
+    from sdlearn.schedules import make_betas
+
+    alphas_cumprod = alphas_cumprod_from_betas(make_betas("squaredcos_cap_v2", 1000))
+    table = sigmas_from_alphas_cumprod(alphas_cumprod)
+    full = make_schedule(alphas_cumprod, 10, timestep_spacing="trailing", use_karras_sigmas=True)
+    capped = make_schedule(alphas_cumprod, 10, timestep_spacing="trailing", use_karras_sigmas=True, sigma_max=80.0)
+    assert full.sigmas[0].item() > 10_000                                  # the cosine schedule's first sigma
+    expected = karras_sigmas(10, full.sigmas[-2].item(), 80.0)
+    np.testing.assert_allclose(capped.sigmas[:-1].numpy(), expected, rtol=1e-6)
+    assert capped.init_noise_sigma == pytest.approx(80.0)
+    assert (capped.timesteps[:-1] > capped.timesteps[1:]).all() and capped.timesteps[0] < 999
+    # each timestep's sigma, read back from the training table, is the Karras sigma it was made from
+    sigma_at = np.interp(capped.timesteps.numpy(), np.arange(1000), table.numpy())
+    np.testing.assert_allclose(sigma_at, expected, rtol=1e-3)
+    with pytest.raises(ValueError, match="use_karras_sigmas"):
+        make_schedule(alphas_cumprod, 10, sigma_max=80.0)
