@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from sdlearn.models.unet import count_parameters        # re-exported: trainable=True counts the adapters
 from sdlearn.weights import LORA_FILE                  # the name diffusers saves and looks for
 
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")    # the attention projections, as diffusers' scripts choose
@@ -211,11 +212,6 @@ def merged_weight(layer, adapter_name: str = "default", scale: float = 1.0) -> t
     base = layer.base_layer.weight
     a, b = layer.lora_A[adapter_name].weight, layer.lora_B[adapter_name].weight
     return base + scale * (layer.lora_alpha[adapter_name] / layer.r[adapter_name]) * (b @ a)
-
-
-def count_parameters(module, trainable: bool | None = None) -> int:
-    """Numbers in a module's parameters: all of them, or only the trainable (True) or frozen (False) ones."""
-    return sum(p.numel() for p in module.parameters() if trainable is None or p.requires_grad == trainable)
 
 
 __all__ = ["LORA_FILE", "LORA_TARGETS", "add_lora", "check_lora_file", "count_parameters", "load_lora",

@@ -335,6 +335,10 @@ class UNet(nn.Module):
         return self.conv_out(F.silu(self.conv_norm_out(h)))
 
 
-def count_parameters(model: nn.Module) -> int:
-    """The number of numbers a model learns: every parameter's element count, summed."""
-    return sum(p.numel() for p in model.parameters())
+def count_parameters(model: nn.Module, trainable: bool | None = None) -> int:
+    """The number of numbers a model learns: every parameter's element count, summed.
+
+    `trainable=True` counts only the parameters that require gradients (a LoRA's adapters, say),
+    `False` only the frozen ones.
+    """
+    return sum(p.numel() for p in model.parameters() if trainable is None or p.requires_grad == trainable)
