@@ -5,52 +5,60 @@ so that a clearer message later is a deliberate change.
 """
 
 import pytest
-import torch.nn.functional as F
 
 from sdlearn.exercises import check
+from sdlearn.models.unet import UNetConfig
 
 
-# --------------------------------------------------------------------------- 07.1 resnet_forward(block, x, temb)
+# --------------------------------------------------------------------------- 07.1 design_unet()
 
-def _branch(block, x, temb, *, silu_on_temb=True, temb_after_norm2=False):
-    h = block.conv1(F.silu(block.norm1(x)))
-    shift = block.time_emb_proj(F.silu(temb) if silu_on_temb else temb)[:, :, None, None]
-    if temb_after_norm2:
-        return block.conv2(F.silu(block.norm2(h)) + shift)
-    return block.conv2(F.silu(block.norm2(h + shift)))
+def design_unet():
+    return dict(block_out_channels=(32, 64, 64, 128), layers_per_block=2, attention_levels=(False, False, True, True))
 
 
-def _skip(block, x):
-    return x if block.conv_shortcut is None else block.conv_shortcut(x)
+def design_one_block_per_level():                      # another design that meets every requirement
+    return dict(block_out_channels=(32, 64, 128, 128), layers_per_block=1, attention_levels=(False,) * 4)
 
 
-def resnet_forward(block, x, temb):
-    return _skip(block, x) + _branch(block, x, temb)
+def design_as_config():                                # a UNetConfig is accepted as well as a dict
+    return UNetConfig(in_channels=3, out_channels=3, sample_size=48, block_out_channels=(32, 32, 64, 128),
+                      layers_per_block=2, attention_levels=(False,) * 4)
 
 
-def resnet_without_residual(block, x, temb):
-    return _branch(block, x, temb)
+def design_doubling_every_level():
+    return dict(block_out_channels=(32, 64, 128, 256), layers_per_block=2, attention_levels=(False,) * 4)
 
 
-def resnet_shortcut_only(block, x, temb):
-    return _skip(block, x)
+def design_three_levels():
+    return dict(block_out_channels=(32, 64, 128), layers_per_block=1, attention_levels=(False,) * 3)
 
 
-def resnet_temb_without_silu(block, x, temb):
-    return _skip(block, x) + _branch(block, x, temb, silu_on_temb=False)
+def design_five_levels():
+    return dict(block_out_channels=(32, 64, 128, 128, 128), layers_per_block=1, attention_levels=(False,) * 5)
 
 
-def resnet_temb_added_late(block, x, temb):
-    return _skip(block, x) + _branch(block, x, temb, temb_after_norm2=True)
+def design_six_levels():
+    return dict(block_out_channels=(32, 64, 128, 128, 128, 128), layers_per_block=1, attention_levels=(False,) * 6)
 
 
-def resnet_without_conv_shortcut(block, x, temb):
-    return x + _branch(block, x, temb)                 # 8 channels + 16 channels: fails when they differ
+def design_default_attention_levels():                 # UNetConfig's default attention_levels has three flags
+    return dict(block_out_channels=(32, 64, 64, 128), layers_per_block=1)
 
 
-def resnet_without_time(block, x, temb):
-    h = block.conv2(F.silu(block.norm2(block.conv1(F.silu(block.norm1(x))))))
-    return _skip(block, x) + h
+def design_too_narrow_at_full_resolution():
+    return dict(block_out_channels=(16, 32, 64, 128), layers_per_block=2, attention_levels=(False,) * 4)
+
+
+def design_too_narrow_at_6x6():
+    return dict(block_out_channels=(32, 64, 64, 64), layers_per_block=2, attention_levels=(False,) * 4)
+
+
+def design_grey_images():
+    return dict(design_one_block_per_level(), in_channels=1)
+
+
+def design_channels_only():
+    return (32, 64, 64, 128)
 
 
 # --------------------------------------------------------------------------- 07.2 up_input_channels(channels, layers)
@@ -121,7 +129,9 @@ def parameters_per_head(C, D):                       # heads do not add paramete
 
 
 @pytest.mark.parametrize("exercise_id, answer", [
-    ("07.1", resnet_forward),
+    ("07.1", design_unet),
+    ("07.1", design_one_block_per_level),
+    ("07.1", design_as_config),
     ("07.2", up_input_channels),
     ("07.3", cross_attention_parameters),
 ])
@@ -131,12 +141,15 @@ def test_right_answers_pass(exercise_id, answer):
 
 
 WRONG = [
-    ("07.1", resnet_without_residual, "add the block's input back at the end"),
-    ("07.1", resnet_shortcut_only, "the output is only the shortcut"),
-    ("07.1", resnet_temb_without_silu, "apply SiLU to the time embedding"),
-    ("07.1", resnet_temb_added_late, "The order is: norm1, SiLU, conv1"),
-    ("07.1", resnet_without_conv_shortcut, "pass it through block.conv_shortcut first"),
-    ("07.1", resnet_without_time, "The order is: norm1, SiLU, conv1"),
+    ("07.1", design_doubling_every_level, "has 14,158,147 parameters, over the budget of 5,000,000. 77% of them"),
+    ("07.1", design_three_levels, "its coarsest maps are 12x12, not 6x6"),
+    ("07.1", design_five_levels, "its coarsest maps are 3x3, not 6x6"),
+    ("07.1", design_six_levels, "48 is not divisible by 32"),
+    ("07.1", design_default_attention_levels, "attention_levels has 3 entries but block_out_channels has 4"),
+    ("07.1", design_too_narrow_at_full_resolution, "has 16 channels; it must have at least 32"),
+    ("07.1", design_too_narrow_at_6x6, "at 6x6, has 64 channels; it must have at least 128"),
+    ("07.1", design_grey_images, "in_channels must be 3, not 1"),
+    ("07.1", design_channels_only, "return a dict of UNetConfig settings"),
     ("07.2", up_channels_without_skips, "add the kept map's channels"),
     ("07.2", up_channels_last_skip_same_level, "the last block of each up level takes the map kept"),
     ("07.2", up_channels_one_block_too_few, "each with layers_per_block + 1"),

@@ -12,54 +12,48 @@ import torch
 from sdlearn.exercises import check
 
 
-# --------------------------------------------------------------------------- 08.1 my_attention(q, k, v)
+# --------------------------------------------------------------------------- 08.1 query_for(keys, target)
 
-def _weights(q, k, scale, dim=-1):
-    return (q @ k.transpose(-2, -1) * scale).softmax(dim=dim)
-
-
-def my_attention(q, k, v):
-    weights = torch.softmax(torch.einsum("...nd,...md->...nm", q, k) / q.shape[-1] ** 0.5, dim=-1)
-    return torch.einsum("...nm,...md->...nd", weights, v), weights
+def query_for(keys, target):
+    one_hot = torch.zeros(keys.shape[0])
+    one_hot[target] = 1.0
+    return 100 * torch.linalg.pinv(keys) @ one_hot        # score 100 for the target, 0 for the others
 
 
-def attention_unscaled(q, k, v):
-    weights = _weights(q, k, 1.0)
-    return weights @ v, weights
+def query_by_gradient_ascent(keys, target):
+    """Any query that works is right: here one found by maximising the target's log-weight."""
+    q = torch.zeros(keys.shape[1], requires_grad=True)
+    optimizer = torch.optim.Adam([q], lr=1.0)
+    for _ in range(300):
+        loss = -(keys @ q / math.sqrt(keys.shape[1])).log_softmax(0)[target]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return q.detach()
 
 
-def attention_divided_by_d(q, k, v):
-    weights = _weights(q, k, 1 / q.shape[-1])
-    return weights @ v, weights
+def query_as_row(keys, target):
+    return query_for(keys, target)[None]                  # (1, d) is accepted too
 
 
-def attention_multiplied_by_sqrt_d(q, k, v):
-    weights = _weights(q, k, math.sqrt(q.shape[-1]))
-    return weights @ v, weights
+def query_is_the_key(keys, target):
+    return keys[target]
 
 
-def attention_scaled_by_value_width(q, k, v):
-    weights = _weights(q, k, 1 / math.sqrt(v.shape[-1]))
-    return weights @ v, weights
+def query_along_the_key(keys, target):
+    return 100 * keys[target]
 
 
-def attention_softmax_over_queries(q, k, v):
-    weights = _weights(q, k, 1 / math.sqrt(q.shape[-1]), dim=-2)
-    return weights @ v, weights
+def query_too_short(keys, target):
+    return query_for(keys, target) / 25
 
 
-def attention_keys_first(q, k, v):                 # k @ q^T: one row per key
-    weights = (k @ q.transpose(-2, -1) / math.sqrt(q.shape[-1])).softmax(-1)
-    return weights.transpose(-2, -1) @ v, weights
+def query_for_the_wrong_key(keys, target):
+    return query_for(keys, (target + 1) % keys.shape[0])
 
 
-def attention_output_only(q, k, v):
-    return _weights(q, k, 1 / math.sqrt(q.shape[-1])) @ v
-
-
-def attention_output_not_weighted(q, k, v):
-    weights = _weights(q, k, 1 / math.sqrt(q.shape[-1]))
-    return weights @ (v - v.mean(-2, keepdim=True)), weights
+def query_of_the_wrong_size(keys, target):
+    return torch.ones(keys.shape[0])
 
 
 # --------------------------------------------------------------------------- 08.2 my_split_heads, my_merge_heads
@@ -98,124 +92,154 @@ def merge_keeping_heads(x):
     return x.transpose(1, 2)
 
 
-# --------------------------------------------------------------------------- 08.3 image_to_tokens, tokens_to_image
+# --------------------------------------------------------------------------- 08.3 largest_side(budget, batch, bytes)
 
-def image_to_tokens(x):
-    return x.flatten(2).transpose(1, 2)             # (B, C, H*W) -> (B, H*W, C)
-
-
-def tokens_to_image(tokens, height, width):
-    return tokens.transpose(1, 2).unflatten(2, (height, width))
-
-
-def tokens_per_channel(x):
-    return x.flatten(2)
+def largest_side(budget_bytes, batch_size, bytes_per_number):
+    """Solve batch * 8 * (s / 8)^4 * bytes <= budget for s, then round down to a multiple of 64."""
+    latent_side = (budget_bytes / (batch_size * 8 * bytes_per_number)) ** 0.25
+    side = int(latent_side + 1e-9) * 8 // 64 * 64
+    return side if side >= 64 else None
 
 
-def tokens_by_reshape(x):
-    b, c, h, w = x.shape
-    return x.reshape(b, h * w, c)
+def _search(budget, batch_size, bytes_per_number, *, heads=8, tokens=lambda side: (side // 8) ** 2, step=64,
+            fits=lambda size, budget: size <= budget):
+    best = None
+    for side in range(step, 20_000, step):
+        n = tokens(side)
+        if fits(batch_size * heads * n * n * bytes_per_number, budget):
+            best = side
+    return best
 
 
-def tokens_column_by_column(x):
-    b, c, h, w = x.shape
-    return x.permute(0, 3, 2, 1).reshape(b, h * w, c)
+def side_without_heads(budget, batch_size, bytes_per_number):
+    return _search(budget, batch_size, bytes_per_number, heads=1)
 
 
-def image_by_reshape(tokens, height, width):
-    b, n, c = tokens.shape
-    return tokens.reshape(b, c, height, width)
+def side_without_batch(budget, batch_size, bytes_per_number):
+    return _search(budget, 1, bytes_per_number)
 
 
-def image_height_and_width_swapped(tokens, height, width):
-    b, n, c = tokens.shape
-    return tokens.reshape(b, width, height, c).permute(0, 3, 2, 1)
+def side_counting_numbers(budget, batch_size, bytes_per_number):
+    return _search(budget, batch_size, 1)
 
 
-# --------------------------------------------------------------------------- 08.4 my_cross_attention
-
-def _cross_attention(x, context, w_q, w_k, w_v, w_o, heads, *, keys_from=None, scale=None, project=True, d=None):
-    b, n, _ = x.shape
-    source = context if keys_from is None else keys_from
-    m = source.shape[1]
-    d = w_q.shape[0] // heads if d is None else d
-    heads = w_q.shape[0] // d
-    q = (x @ w_q.T).view(b, n, heads, d).transpose(1, 2)            # (B, h, N, d)
-    k = (source @ w_k.T).view(b, m, heads, d).transpose(1, 2)       # (B, h, M, d)
-    v = (source @ w_v.T).view(b, m, heads, d).transpose(1, 2)       # (B, h, M, d)
-    scale = 1 / math.sqrt(d) if scale is None else scale
-    out = ((q @ k.transpose(-2, -1)) * scale).softmax(-1) @ v        # (B, h, N, d)
-    out = out.transpose(1, 2).reshape(b, n, heads * d)               # (B, N, h*d)
-    return out @ w_o.T if project else out
+def side_with_image_pixels_as_tokens(budget, batch_size, bytes_per_number):
+    return _search(budget, batch_size, bytes_per_number, tokens=lambda side: side * side)
 
 
-def my_cross_attention(x, context, w_q, w_k, w_v, w_o, heads):
-    return _cross_attention(x, context, w_q, w_k, w_v, w_o, heads)
+def side_strictly_below(budget, batch_size, bytes_per_number):
+    return _search(budget, batch_size, bytes_per_number, fits=lambda size, budget: size < budget)
 
 
-def cross_attention_is_self_attention(x, context, w_q, w_k, w_v, w_o, heads):
-    return _cross_attention(x, context, w_q, w_k, w_v, w_o, heads, keys_from=x)
+def side_in_multiples_of_8(budget, batch_size, bytes_per_number):
+    return _search(budget, batch_size, bytes_per_number, step=8)
 
 
-def cross_attention_one_head(x, context, w_q, w_k, w_v, w_o, heads):
-    return _cross_attention(x, context, w_q, w_k, w_v, w_o, heads, d=w_q.shape[0])
+def latent_side(budget, batch_size, bytes_per_number):
+    side = largest_side(budget, batch_size, bytes_per_number)
+    return None if side is None else side // 8
 
 
-def cross_attention_unscaled(x, context, w_q, w_k, w_v, w_o, heads):
-    return _cross_attention(x, context, w_q, w_k, w_v, w_o, heads, scale=1.0)
+def side_never_none(budget, batch_size, bytes_per_number):
+    return largest_side(budget, batch_size, bytes_per_number) or 64
 
 
-def cross_attention_scaled_by_width(x, context, w_q, w_k, w_v, w_o, heads):
-    return _cross_attention(x, context, w_q, w_k, w_v, w_o, heads, scale=1 / math.sqrt(w_q.shape[0]))
+# --------------------------------------------------------------------------- 08.4 looks_right(attention_fn)
+
+def _reference(q, k, v):
+    scores = q.double() @ k.double().transpose(-2, -1) / math.sqrt(q.shape[-1])
+    return scores.softmax(-1) @ v.double()
 
 
-def cross_attention_not_projected(x, context, w_q, w_k, w_v, w_o, heads):
-    return _cross_attention(x, context, w_q, w_k, w_v, w_o, heads, project=False)
+def _tester(*, batch=(2, 3), n=5, m=7, d=8, d_v=4, sizes=(1.0, 30.0), same_qkv=False, atol=1e-4, exact=False,
+            shapes_only=False):
+    """A looks_right built from choices of test inputs; the defaults catch every mistake."""
+    def looks_right(attention_fn):
+        g = torch.Generator().manual_seed(0)
+        for size in sizes:
+            q = size * torch.randn(*batch, n, d, generator=g)
+            k, v = size * torch.randn(*batch, m, d, generator=g), torch.randn(*batch, m, d_v, generator=g)
+            if same_qkv:
+                k, v = q, q
+            try:
+                got = attention_fn(q, k, v)
+            except Exception:
+                return False
+            expected = _reference(q, k, v).float()
+            if got.shape != expected.shape:
+                return False
+            if shapes_only:
+                continue
+            if exact and not torch.equal(got, expected):
+                return False
+            if not torch.allclose(got, expected, atol=atol):
+                return False
+        return True
+    return looks_right
 
 
-def cross_attention_scale_hard_coded(x, context, w_q, w_k, w_v, w_o, heads):
-    return _cross_attention(x, context, w_q, w_k, w_v, w_o, heads, scale=1 / math.sqrt(6))   # the first case's d
+looks_right = _tester()
+detector_shapes_only = _tester(shapes_only=True)
+detector_with_equality = _tester(exact=True)
+detector_with_q_k_v_the_same = _tester(n=7, same_qkv=True, sizes=(1.0,))
+detector_with_d_one = _tester(d=1)
+detector_as_many_keys_as_channels = _tester(m=8)
+detector_without_batch = _tester(batch=())
+detector_small_entries_only = _tester(sizes=(1.0,))
+
+
+def detector_always_true(attention_fn):
+    return True
+
+
+def detector_returns_a_string(attention_fn):
+    return "yes"
 
 
 RIGHT = [
-    ("08.1", (my_attention,)),
+    ("08.1", (query_for,)),
+    ("08.1", (query_by_gradient_ascent,)),
+    ("08.1", (query_as_row,)),
     ("08.2", (my_split_heads, my_merge_heads)),
-    ("08.3", (image_to_tokens, tokens_to_image)),
-    ("08.4", (my_cross_attention,)),
+    ("08.3", (largest_side,)),
+    ("08.4", (looks_right,)),
 ]
 
 
-@pytest.mark.parametrize("exercise_id, answers", RIGHT, ids=[r[0] for r in RIGHT])
+@pytest.mark.parametrize("exercise_id, answers", RIGHT, ids=[r[0] + "-" + r[1][0].__name__ for r in RIGHT])
 def test_right_answers_pass(exercise_id, answers):
     verdict = check(exercise_id, *answers)
     assert verdict.passed, verdict.message
 
 
 WRONG = [
-    ("08.1", (attention_unscaled,), "you did not scale the scores"),
-    ("08.1", (attention_divided_by_d,), "you divided by d; divide by sqrt(d)"),
-    ("08.1", (attention_multiplied_by_sqrt_d,), "you multiplied by sqrt(d); divide by it"),
-    ("08.1", (attention_scaled_by_value_width,), "not of the values"),
-    ("08.1", (attention_softmax_over_queries,), "the softmax runs over the queries"),
-    ("08.1", (attention_keys_first,), "compute q @ k^T (shape (..., N, M))"),
-    ("08.1", (attention_output_only,), "return a tuple (out, weights)"),
-    ("08.1", (attention_output_not_weighted,), "the weights are right but the output is not"),
+    ("08.1", (query_is_the_key,), "your query is key 1 itself, and key 1 gets only 45% of the weight"),
+    ("08.1", (query_along_the_key,), "Pointing at a key is not enough"),
+    ("08.1", (query_too_short,), "make the query longer"),
+    ("08.1", (query_for_the_wrong_key,), "must beat every other key's"),
+    ("08.1", (query_of_the_wrong_size,), "return one query of 4 numbers"),
     ("08.2", (split_without_transpose, my_merge_heads), "swap the token and head axes"),
     ("08.2", (split_by_reshape, my_merge_heads), "mixes tokens together"),
     ("08.2", (split_strided, my_merge_heads), "each head takes a contiguous block"),
     ("08.2", (my_split_heads, merge_by_reshape), "transpose(1, 2) first"),
     ("08.2", (my_split_heads, merge_keeping_heads), "into (B, N, heads*d) = (2, 5, 12), got (2, 5, 3, 4)"),
-    ("08.3", (tokens_per_channel, tokens_to_image), "one row per channel"),
-    ("08.3", (tokens_by_reshape, tokens_to_image), "mixes channels and pixels; move the channels last first"),
-    ("08.3", (tokens_column_by_column, tokens_to_image), "the tokens go column by column"),
-    ("08.3", (image_to_tokens, image_by_reshape), "reshape to (B, H, W, C) first, then permute(0, 3, 1, 2)"),
-    ("08.3", (image_to_tokens, image_height_and_width_swapped), "should undo image_to_tokens exactly"),
-    ("08.4", (cross_attention_is_self_attention,), "that is self-attention"),
-    ("08.4", (cross_attention_one_head,), "that is one head over all heads*d channels"),
-    ("08.4", (cross_attention_unscaled,), "the scores are not scaled"),
-    ("08.4", (cross_attention_scaled_by_width,), "you scaled by 1/sqrt(heads*d)"),
-    ("08.4", (cross_attention_not_projected,), "project back to C channels with w_o"),
-    ("08.4", (cross_attention_scale_hard_coded,), "take d from the weights"),
+    ("08.3", (side_without_heads,), "multiply by the number of heads"),
+    ("08.3", (side_without_batch,), "multiply by batch_size"),
+    ("08.3", (side_counting_numbers,), "multiply the number of weights by bytes_per_number"),
+    ("08.3", (side_with_image_pixels_as_tokens,), "the tokens are the latent's pixels"),
+    ("08.3", (side_strictly_below,), "compare with <=, not <"),
+    ("08.3", (side_in_multiples_of_8,), "the image side by 64"),
+    ("08.3", (latent_side,), "or you returned the latent's side"),
+    ("08.3", (side_never_none,), "return None, not 64"),
+    ("08.4", (detector_shapes_only,), "takes the softmax over the queries"),
+    ("08.4", (detector_with_equality,), "compare with a tolerance"),
+    ("08.4", (detector_with_q_k_v_the_same,), "averages the keys instead of the values"),
+    ("08.4", (detector_with_d_one,), "does not divide by sqrt(d)"),
+    ("08.4", (detector_as_many_keys_as_channels,), "use a number of keys different from d"),
+    ("08.4", (detector_without_batch,), "test with batch (and head) axes in front"),
+    ("08.4", (detector_small_entries_only,), "overflows to NaN for large scores"),
+    ("08.4", (detector_always_true,), "takes the softmax over the queries"),
+    ("08.4", (detector_returns_a_string,), "should return True or False, got str"),
 ]
 
 

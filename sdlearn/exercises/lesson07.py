@@ -6,53 +6,70 @@ import torch
 
 from sdlearn.exercises import Failed, exercise
 from sdlearn.models.attention import Attention
-from sdlearn.models.unet import ResnetBlock2D, UNet, UNetConfig
+from sdlearn.models.unet import UNet, UNetConfig, count_parameters
 
 
-def _block(c_in, c_out, seed):
-    torch.manual_seed(seed)
-    block = ResnetBlock2D(c_in, c_out, temb_channels=12, groups=4, eps=1e-5).eval()
-    with torch.no_grad():                          # make every parameter matter, norms included
-        for p in block.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-    return block
+SIDE = 48                                         # 07.1: the images are 3 x 48 x 48
+BUDGET = 5_000_000                                # 07.1: at most this many parameters
+FIXED = {"in_channels": 3, "out_channels": 3, "sample_size": SIDE}
 
 
-@exercise("07.1", "the ResNet block's forward pass")
-def check_resnet_forward(resnet_forward):
-    g = torch.Generator().manual_seed(0)
-    for c_in, c_out in ((8, 8), (8, 16)):
-        block = _block(c_in, c_out, seed=c_in + c_out)
-        x, temb = torch.randn(2, c_in, 6, 6, generator=g), torch.randn(2, 12, generator=g)
-        with torch.no_grad():
-            try:
-                got = resnet_forward(block, x, temb)
-            except RuntimeError as error:
-                if c_in != c_out and "size of tensor" in str(error):
-                    raise Failed(f"from {c_in} to {c_out} channels the input cannot be added to the output as it "
-                                 "is: pass it through block.conv_shortcut first (a 1x1 convolution that changes "
-                                 "its channels).") from None
-                raise
-            expected = block(x, temb)
-            if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
-                raise Failed(f"for {c_in} -> {c_out} channels, return a tensor of shape {tuple(expected.shape)}.")
-            if torch.allclose(got, expected, atol=1e-5):
-                continue
-            skip = x if block.conv_shortcut is None else block.conv_shortcut(x)
-            if torch.allclose(got + skip, expected, atol=1e-5):
-                raise Failed("add the block's input back at the end (through conv_shortcut when it is not None): "
-                             "that residual connection is what makes it a ResNet block.")
-            if torch.allclose(got, x, atol=1e-5) or (block.conv_shortcut is not None and
-                                                    torch.allclose(got, block.conv_shortcut(x), atol=1e-5)):
-                raise Failed("the output is only the shortcut; add the convolutional branch to it.")
-            raw = block.conv1(torch.nn.functional.silu(block.norm1(x))) + block.time_emb_proj(temb)[:, :, None, None]
-            raw = skip + block.conv2(torch.nn.functional.silu(block.norm2(raw)))
-            if torch.allclose(got, raw, atol=1e-5):
-                raise Failed("apply SiLU to the time embedding before time_emb_proj, as diffusers does.")
-            raise Failed(f"for {c_in} -> {c_out} channels the output differs from ResnetBlock2D's. The order is: "
-                         "norm1, SiLU, conv1; add time_emb_proj(SiLU(temb)) reshaped to (B, C, 1, 1); norm2, SiLU, "
-                         "conv2; then add the (projected) input.")
-    return "equal to ResnetBlock2D with and without a channel change."
+def _build(settings) -> tuple[UNetConfig, UNet]:
+    """The student's U-Net, built on the meta device (shapes only, no memory)."""
+    if isinstance(settings, UNetConfig):
+        settings = {name: getattr(settings, name) for name in settings.__dataclass_fields__}
+    if not isinstance(settings, dict):
+        raise Failed(f"return a dict of UNetConfig settings, such as dict(block_out_channels=(32, 64), "
+                     f"layers_per_block=1, attention_levels=(False, False)); got a {type(settings).__name__}.")
+    for name, value in FIXED.items():
+        if name in settings and settings[name] != value:
+            raise Failed(f"the images are 3 x {SIDE} x {SIDE}: {name} must be {value}, not {settings[name]!r} "
+                         f"(or leave it out; the check sets it).")
+    try:
+        config = UNetConfig(**{**settings, **FIXED})
+    except (TypeError, ValueError) as error:
+        raise Failed(f"UNetConfig refused these settings: {error}") from None
+    with torch.device("meta"):
+        model = UNet(config)
+    return config, model
+
+
+@exercise("07.1", "a U-Net for 48 x 48 images, within a budget")
+def check_design_unet(design_unet):
+    settings = design_unet()
+    config, model = _build(settings)
+    channels = config.block_out_channels
+    levels = len(channels)
+    sides = [SIDE // 2 ** i for i in range(levels)]
+    if SIDE % 2 ** (levels - 1):
+        raise Failed(f"with {levels} levels the image is halved {levels - 1} times, and {SIDE} is not divisible "
+                     f"by {2 ** (levels - 1)}: the up path could not meet the kept maps again.")
+    path = " -> ".join(f"{side}x{side}" for side in sides)
+    if sides[-1] != 6:
+        raise Failed(f"your U-Net has {levels} levels ({path}), so its coarsest maps are {sides[-1]}x{sides[-1]}, "
+                     f"not 6x6. Every level after the first halves the side, so 48x48 -> 24x24 -> 12x12 -> 6x6 "
+                     f"takes four levels: give block_out_channels (and attention_levels) four entries.")
+    if channels[0] < 32:
+        raise Failed(f"the first level, at full resolution, has {channels[0]} channels; it must have at least 32.")
+    if channels[-1] < 128:
+        raise Failed(f"the coarsest level, at 6x6, has {channels[-1]} channels; it must have at least 128.")
+    with torch.device("meta"):
+        out = model(torch.empty(2, 3, SIDE, SIDE), torch.tensor([10, 900]))
+    if tuple(out.shape) != (2, 3, SIDE, SIDE):
+        raise Failed(f"the U-Net should return a tensor shaped like its input, (2, 3, {SIDE}, {SIDE}); "
+                     f"it returned {tuple(out.shape)}.")
+    total = count_parameters(model)
+    if total > BUDGET:
+        lowest = (count_parameters(model.down_blocks[-1]) + count_parameters(model.mid_block)
+                  + count_parameters(model.up_blocks[0]))
+        raise Failed(f"{channels} with layers_per_block={config.layers_per_block} has {total:,} parameters, over "
+                     f"the budget of {BUDGET:,}. {lowest / total:.0%} of them sit at the 6x6 level (its down "
+                     f"block, the middle block and the first up block), where a 3x3 convolution from c to c "
+                     f"channels costs 9c^2: narrow the coarse levels (the 6x6 one above all), or use fewer ResNet "
+                     f"blocks per level.")
+    blocks = "1 ResNet block" if config.layers_per_block == 1 else f"{config.layers_per_block} ResNet blocks"
+    return (f"{channels}, {blocks} per level: {path}, {total:,} parameters "
+            f"({total / BUDGET:.0%} of the budget).")
 
 
 def _true_up_inputs(block_out_channels, layers_per_block):

@@ -7,56 +7,64 @@ import math
 import torch
 
 from sdlearn.exercises import Failed, exercise
-from sdlearn.models.attention import Attention, attention, merge_heads, split_heads
+from sdlearn.models.attention import merge_heads, split_heads
 
 
-def _randn(*shape, generator):
-    return torch.randn(*shape, generator=generator)
+def _weights_on_keys(q: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """Scaled dot-product attention weights of one query (d,) over keys (M, d), in float64."""
+    return (keys.double() @ q.double() / math.sqrt(keys.shape[1])).softmax(dim=0)
 
 
-def _same(a, b, atol=1e-5) -> bool:
-    return isinstance(a, torch.Tensor) and a.shape == b.shape and torch.allclose(a, b, atol=atol, rtol=0)
+def _query_cases():
+    g = torch.Generator().manual_seed(81)
+    cases = [("three unit keys in 4 dimensions", torch.eye(4)[:3], 1)]
+    longer_neighbour = torch.tensor([[1.0, 0.0, 0.0, 0.0],       # key 0, the target
+                                     [2.0, 1.0, 0.0, 0.0],       # longer, and leaning the same way
+                                     [0.0, 0.0, 1.0, 0.0]])
+    cases.append(("key 0 next to a longer key 1 that leans the same way", longer_neighbour, 0))
+    lengths = torch.tensor([0.5, 1.0, 3.0, 1.5, 2.0])[:, None]
+    cases.append(("five random keys of different lengths in 8 dimensions",
+                  lengths * torch.randn(5, 8, generator=g), 0))
+    cases.append(("six random keys in 6 dimensions", torch.randn(6, 6, generator=g), 4))
+    return cases
 
 
-@exercise("08.1", "scaled dot-product attention")
-def check_attention(my_attention):
-    g = torch.Generator().manual_seed(8)
-    # d = 16 for queries and keys, d_v = 4 for values: the scale must come from the queries' width
-    q, k, v = _randn(2, 3, 5, 16, generator=g), _randn(2, 3, 7, 16, generator=g), _randn(2, 3, 7, 4, generator=g)
-    result = my_attention(q.clone(), k.clone(), v.clone())
-    if not isinstance(result, tuple) or len(result) != 2:
-        raise Failed("return a tuple (out, weights): the output and the attention weights.")
-    out, weights = result
-    expected_out, expected_weights = attention(q, k, v)
-    if not isinstance(weights, torch.Tensor) or weights.shape != expected_weights.shape:
-        shape = None if not isinstance(weights, torch.Tensor) else tuple(weights.shape)
-        if shape == (2, 3, 7, 5):
-            raise Failed("the weights have shape (..., M, N); compute q @ k^T (shape (..., N, M)), one row per query.")
-        raise Failed(f"the weights should have shape (..., N, M) = {tuple(expected_weights.shape)}, got {shape}.")
-    if not isinstance(out, torch.Tensor) or out.shape != expected_out.shape:
-        shape = None if not isinstance(out, torch.Tensor) else tuple(out.shape)
-        raise Failed(f"the output should have shape (..., N, d_v) = {tuple(expected_out.shape)}, got {shape}.")
-    scores = q @ k.transpose(-2, -1)
-    wrong_weights = {
-        "you did not scale the scores: divide q @ k^T by sqrt(d), d = q.shape[-1], so that the softmax does not "
-        "saturate as d grows.": scores.softmax(-1),
-        "you divided by d; divide by sqrt(d) (math.sqrt(d) or d ** 0.5).": (scores / 16).softmax(-1),
-        "you multiplied by sqrt(d); divide by it.": (scores * 4).softmax(-1),
-        "the scale must use the width of the queries and keys, q.shape[-1], not of the values.":
-            (scores / 2).softmax(-1),
-        "the softmax runs over the queries (dim=-2); take it over the keys (dim=-1), so that each query's weights "
-        "sum to 1.": (scores / 4).softmax(-2),
-    }
-    for message, wrong in wrong_weights.items():
-        if _same(weights, wrong):
-            raise Failed(message)
-    if not _same(weights, expected_weights):
-        if not torch.allclose(weights.sum(-1), torch.ones(2, 3, 5), atol=1e-4):
-            raise Failed("each query's weights should sum to 1: a softmax over the last axis (the keys).")
-        raise Failed("the weights differ from softmax(q @ k^T / sqrt(d), dim=-1).")
-    if not _same(out, expected_out):
-        raise Failed("the weights are right but the output is not: it is weights @ v.")
-    return "equal to sdlearn.models.attention.attention (and to torch's scaled_dot_product_attention)."
+@exercise("08.1", "a query that finds one key")
+def check_query_for(query_for):
+    for name, keys, target in _query_cases():
+        q = query_for(keys.clone(), target)
+        if not isinstance(q, torch.Tensor) or q.numel() != keys.shape[1]:
+            shape = tuple(q.shape) if isinstance(q, torch.Tensor) else type(q).__name__
+            raise Failed(f"for keys of shape {tuple(keys.shape)} return one query of {keys.shape[1]} numbers, "
+                         f"shape ({keys.shape[1]},); got {shape}.")
+        q = q.detach().reshape(-1)
+        if not torch.isfinite(q).all():
+            raise Failed(f"for {name} your query has infinite or NaN entries; a finite query is enough.")
+        weights = _weights_on_keys(q, keys)
+        share = weights[target].item()
+        if share >= 0.99:
+            continue
+        winner = int(weights.argmax())
+        cosine = torch.nn.functional.cosine_similarity(q.double(), keys[target].double(), dim=0).item()
+        if torch.allclose(q, keys[target]):
+            raise Failed(f"for {name}, your query is key {target} itself, and key {target} gets only {share:.0%} "
+                         f"of the weight: the scores q . k are divided by sqrt(d) = {math.sqrt(keys.shape[1]):.1f} "
+                         f"and the softmax is soft. A longer query makes the lookup sharper.")
+        if cosine > 0.9999 and winner != target:
+            raise Failed(f"for {name}, your query points along key {target}, but key {winner} gets "
+                         f"{weights[winner]:.0%} of the weight: its dot product with your query is larger, because "
+                         f"it is longer and leans the same way. Pointing at a key is not enough; find a query whose "
+                         f"dot product with key {target} beats every other key's (for example, solve keys @ q = "
+                         f"one-hot(target) with torch.linalg.lstsq or torch.linalg.pinv), then make it longer.")
+        if winner == target:
+            raise Failed(f"for {name}, key {target} gets the most weight but only {share:.1%} of it: make the query "
+                         f"longer, so that its score beats the others' by enough after the division by "
+                         f"sqrt(d) = {math.sqrt(keys.shape[1]):.1f}.")
+        raise Failed(f"for {name}, key {winner} gets {weights[winner]:.0%} of the weight and key {target} only "
+                     f"{share:.0%}: the query's dot product with key {target} must beat every other key's.")
+    return ("at least 99% of the weight on the chosen key, whatever the keys' lengths and directions. The query "
+            "does not have to look like its key; its score must beat the others' by about "
+            "sqrt(d) * ln(99 (M - 1)).")
 
 
 @exercise("08.2", "splitting and merging heads")
@@ -99,100 +107,187 @@ def check_heads(my_split_heads, my_merge_heads):
     return "head i holds channels i*d to (i+1)*d - 1, and merging undoes splitting."
 
 
-@exercise("08.3", "feature maps as tokens")
-def check_tokens(image_to_tokens, tokens_to_image):
-    b, c, h, w = 2, 4, 3, 5                       # H != W, so that mixing them up shows
-    x = torch.arange(b * c * h * w, dtype=torch.float32).view(b, c, h, w)
-    tokens = image_to_tokens(x.clone())
-    expected = x.permute(0, 2, 3, 1).reshape(b, h * w, c)
-    if not isinstance(tokens, torch.Tensor):
-        raise Failed("image_to_tokens should return a tensor.")
-    if tuple(tokens.shape) == (b, c, h * w):
-        raise Failed("that is (B, C, H*W): one row per channel. Tokens are one row per pixel, (B, H*W, C); "
-                     "transpose the last two axes.")
-    if tokens.shape != expected.shape:
-        raise Failed(f"a (2, 4, 3, 5) feature map should give tokens (B, H*W, C) = (2, 15, 4), "
-                     f"got {tuple(tokens.shape)}.")
-    if torch.equal(tokens, x.reshape(b, h * w, c)):
-        raise Failed("reshaping (B, C, H, W) straight to (B, H*W, C) mixes channels and pixels; move the channels "
-                     "last first: x.permute(0, 2, 3, 1), then reshape.")
-    if torch.equal(tokens, x.permute(0, 3, 2, 1).reshape(b, h * w, c)):
-        raise Failed("the tokens go column by column; they should go row by row (token i*W + j is pixel (i, j)): "
-                     "permute to (B, H, W, C), not (B, W, H, C).")
-    if not torch.equal(tokens, expected):
-        raise Failed("token i*W + j should hold the C channels of pixel (i, j).")
-
-    image = tokens_to_image(expected.clone(), h, w)
-    if not isinstance(image, torch.Tensor) or image.shape != x.shape:
-        shape = None if not isinstance(image, torch.Tensor) else tuple(image.shape)
-        raise Failed(f"tokens (2, 15, 4) with height 3 and width 5 should give (B, C, H, W) = (2, 4, 3, 5), "
-                     f"got {shape}.")
-    if torch.equal(image, expected.reshape(b, c, h, w)):
-        raise Failed("reshaping tokens (B, H*W, C) straight to (B, C, H, W) mixes channels and pixels; reshape to "
-                     "(B, H, W, C) first, then permute(0, 3, 1, 2).")
-    if not torch.equal(image, x):
-        raise Failed("tokens_to_image should undo image_to_tokens exactly.")
-    return "one token per pixel, row by row, and back."
+HEADS = 8                      # every attention layer of Stable Diffusion 1.5
+LATENT_FACTOR = 8              # its VAE shrinks each side 8 times
+SIDE_STEP = 64                 # the U-Net halves the latent three times: the latent side must divide by 8
 
 
-def _random_weights(inner, query_dim, cross_attention_dim, g):
-    scale = 0.5
-    return (scale * _randn(inner, query_dim, generator=g), scale * _randn(inner, cross_attention_dim, generator=g),
-            scale * _randn(inner, cross_attention_dim, generator=g), scale * _randn(query_dim, inner, generator=g))
+def _largest_side(budget, batch_size, bytes_per_number, *, heads=HEADS, per_pixel=False, squared=True,
+                  step=SIDE_STEP, strict=False, latent=False):
+    """The largest image side whose outer self-attention weights fit in the budget (or a typical mistake's)."""
+    best = None
+    for side in range(step, 64 * 1024 + 1, step):
+        n = side * side if per_pixel else (side // LATENT_FACTOR) ** 2       # tokens: latent pixels
+        if not squared:
+            n = side // LATENT_FACTOR
+        size = batch_size * heads * n * (n if squared else 1) * bytes_per_number
+        if size < budget or (size == budget and not strict):
+            best = side
+    if best is not None and latent:
+        return best // LATENT_FACTOR
+    return best
 
 
-def _reference(x, context, w_q, w_k, w_v, w_o, heads):
-    layer = Attention(x.shape[-1], cross_attention_dim=context.shape[-1], heads=heads,
-                      dim_head=w_q.shape[0] // heads, bias=False, out_bias=False)
-    with torch.no_grad():
-        layer.to_q.weight.copy_(w_q)
-        layer.to_k.weight.copy_(w_k)
-        layer.to_v.weight.copy_(w_v)
-        layer.to_out[0].weight.copy_(w_o)
-        return layer(x, context)
+def _side_cases():
+    GiB, MiB = 2 ** 30, 2 ** 20
+    return [(512 * MiB, 1, 4), (24 * GiB, 2, 4), (8 * GiB, 2, 2), (80 * GiB, 2, 2), (100_000, 1, 4)]
 
 
-@exercise("08.4", "multi-head cross-attention")
-def check_cross_attention(my_cross_attention):
-    g = torch.Generator().manual_seed(80)
-    # First the context has the same width as x, so that using x for the keys runs and can be recognised.
-    heads, d = 4, 6
-    x, context = _randn(2, 9, 16, generator=g), _randn(2, 5, 16, generator=g)
-    w_q, w_k, w_v, w_o = _random_weights(heads * d, 16, 16, g)
-    got = my_cross_attention(x.clone(), context.clone(), w_q, w_k, w_v, w_o, heads)
-    expected = _reference(x, context, w_q, w_k, w_v, w_o, heads)
-    if not isinstance(got, torch.Tensor):
-        raise Failed("return a tensor of shape (B, N, C).")
-    if tuple(got.shape) == (2, 9, heads * d):
-        raise Failed("the output has heads*d channels: project back to C channels with w_o (out @ w_o.T).")
-    if got.shape != expected.shape:
-        raise Failed(f"for x (2, 9, 16) and a context (2, 5, 16) the output should be (2, 9, 16), "
-                     f"got {tuple(got.shape)}.")
-    if _same(got, _reference(x, x, w_q, w_k, w_v, w_o, heads), atol=1e-4):
-        raise Failed("that is self-attention: the keys and values must come from the context, "
-                     "context @ w_k.T and context @ w_v.T; only the queries come from x.")
-    one_head = [_reference(x, context, w_q, w_k, w_v, w_o, 1),                      # scaled by 1/sqrt(heads*d)
-                _reference(x, context, w_q * math.sqrt(heads), w_k, w_v, w_o, 1)]   # scaled by 1/sqrt(d)
-    if any(_same(got, wrong, atol=1e-4) for wrong in one_head):
-        raise Failed("that is one head over all heads*d channels; split the queries, keys and values into `heads` "
-                     "groups of d channels and attend in each group separately.")
-    unscaled = _reference(x, context, w_q * math.sqrt(d), w_k, w_v, w_o, heads)   # undoes the 1/sqrt(d)
-    if _same(got, unscaled, atol=1e-4):
-        raise Failed("the scores are not scaled: divide q @ k^T by sqrt(d), where d = w_q.shape[0] // heads is "
-                     "one head's width.")
-    scaled_by_width = _reference(x, context, w_q * math.sqrt(d) / math.sqrt(heads * d), w_k, w_v, w_o, heads)
-    if _same(got, scaled_by_width, atol=1e-4):
-        raise Failed("you scaled by 1/sqrt(heads*d); each head is scaled by its own width: 1/sqrt(d).")
-    if not _same(got, expected, atol=1e-4):
-        raise Failed("the result differs from multi-head cross-attention: check that each head takes a contiguous "
-                     "block of d channels ((B, N, heads, d), then transpose(1, 2)), that the softmax is over the "
-                     "context tokens (dim=-1), and that you merge the heads back in the same order.")
-    # Then a context of another width (as for a text encoder) and another number of heads.
-    heads, d = 2, 8
-    x, context = _randn(1, 4, 10, generator=g), _randn(1, 3, 7, generator=g)
-    w_q, w_k, w_v, w_o = _random_weights(heads * d, 10, 7, g)
-    got = my_cross_attention(x, context, w_q, w_k, w_v, w_o, heads)
-    if not _same(got, _reference(x, context, w_q, w_k, w_v, w_o, heads), atol=1e-4):
-        raise Failed("right for 4 heads and a context as wide as x, wrong for 2 heads and a 7-channel context: "
-                     "take d from the weights (w_q.shape[0] // heads) and the sizes from the inputs.")
-    return "equal to sdlearn's Attention (and so to diffusers') with the same weights."
+@exercise("08.3", "the largest image for a memory budget")
+def check_largest_side(largest_side):
+    for budget, batch_size, bytes_per_number in _side_cases():
+        got = largest_side(budget, batch_size, bytes_per_number)
+        if isinstance(got, torch.Tensor) and got.numel() == 1:
+            got = got.item()
+        if isinstance(got, float) and got.is_integer():
+            got = int(got)
+        right = _largest_side(budget, batch_size, bytes_per_number)
+        if got == right:
+            continue
+        case = f"for a budget of {budget:,} bytes, a batch of {batch_size} and {bytes_per_number} bytes per number"
+        if right is None:
+            raise Failed(f"{case} not even a 64x64 image fits (its weights take "
+                         f"{batch_size * HEADS * 64 ** 2 * bytes_per_number:,} bytes): return None, not {got!r}.")
+        if got is None:
+            raise Failed(f"{case} a {right}x{right} image fits; you returned None.")
+        if not isinstance(got, int):
+            raise Failed(f"return the side in pixels as an int (or None), got {type(got).__name__}.")
+        mistakes = [
+            ("a tensor that fills the budget exactly still fits: compare with <=, not <.",
+             _largest_side(budget, batch_size, bytes_per_number, strict=True)),
+            ("every one of the 8 heads stores its own N x N weights: multiply by the number of heads.",
+             _largest_side(budget, batch_size, bytes_per_number, heads=1)),
+            ("every image of the batch has its own weights: multiply by batch_size.",
+             _largest_side(budget, 1, bytes_per_number)),
+            ("the budget is in bytes: multiply the number of weights by bytes_per_number.",
+             _largest_side(budget, batch_size, 1)),
+            ("N is the number of tokens, the latent's side squared, and the weights are N x N: (s / 8)^4 numbers "
+             "per head and image.",
+             _largest_side(budget, batch_size, bytes_per_number, squared=False)),
+        ]
+        eight_times_too_small = ("your answer is about 8 times too small: either you counted the image's pixels as "
+                                 "tokens (the tokens are the latent's pixels: an image of side s has a latent of "
+                                 "side s / 8, so N = (s / 8)^2), or you returned the latent's side instead of the "
+                                 "image's.")
+        mistakes += [(eight_times_too_small, _largest_side(budget, batch_size, bytes_per_number, per_pixel=True)),
+                     (eight_times_too_small, _largest_side(budget, batch_size, bytes_per_number, latent=True))]
+        for message, answer in mistakes:
+            if answer is not None and got == answer and answer != right:
+                raise Failed(f"{case}: {message}")
+        if got % SIDE_STEP:
+            raise Failed(f"{case} you returned {got}, which the U-Net cannot take: its latent (side {got} / 8) is "
+                         f"halved three times, so the latent side must divide by 8 and the image side by 64.")
+        raise Failed(f"{case} the answer is {right} (weights of {batch_size} x 8 x N x N numbers with "
+                     f"N = ({right} / 8)^2); you gave {got}.")
+    return (f"512 MiB holds the outer self-attention weights of one 512x512 image in float32; at 1024x1024 the "
+            f"same weights take 16 times as much. That is why pipelines use the fused kernel.")
+
+
+def _fused(q, k, v):
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v)
+
+
+def _float64(q, k, v):
+    scores = q.double() @ k.double().transpose(-2, -1) / math.sqrt(q.shape[-1])
+    return (scores.softmax(dim=-1) @ v.double()).to(q.dtype)
+
+
+def _einsum(q, k, v):
+    weights = torch.einsum("...nd,...md->...nm", q, k).mul(q.shape[-1] ** -0.5).softmax(dim=-1)
+    return torch.einsum("...nm,...md->...nd", weights, v)
+
+
+def _in_chunks(q, k, v):
+    chunks = [_einsum(part, k, v) for part in q.split(2, dim=-2)]       # a few queries at a time
+    return torch.cat(chunks, dim=-2)
+
+
+def _scores(q, k, scale):
+    return q @ k.transpose(-2, -1) * scale
+
+
+def _over_queries(q, k, v):
+    return _scores(q, k, q.shape[-1] ** -0.5).softmax(dim=-2) @ v
+
+
+def _unscaled(q, k, v):
+    return _scores(q, k, 1.0).softmax(dim=-1) @ v
+
+
+def _divided_by_d(q, k, v):
+    return _scores(q, k, 1.0 / q.shape[-1]).softmax(dim=-1) @ v
+
+
+def _divided_by_number_of_keys(q, k, v):
+    return _scores(q, k, k.shape[-2] ** -0.5).softmax(dim=-1) @ v
+
+
+def _keys_as_values(q, k, v):
+    return _scores(q, k, q.shape[-1] ** -0.5).softmax(dim=-1) @ k
+
+
+def _transposed_scores(q, k, v):
+    return (k @ q.transpose(-2, -1) / math.sqrt(q.shape[-1])).softmax(dim=-1) @ v
+
+
+def _two_dimensional_only(q, k, v):
+    return (q @ k.transpose(0, 1) / math.sqrt(q.shape[-1])).softmax(dim=-1) @ v
+
+
+def _naive_softmax(q, k, v):
+    e = _scores(q, k, q.shape[-1] ** -0.5).exp()
+    return (e / e.sum(dim=-1, keepdim=True)) @ v
+
+
+CORRECT = [("PyTorch's fused scaled_dot_product_attention", _fused),
+           ("a version that computes in float64", _float64),
+           ("a version written with einsum", _einsum),
+           ("a version that processes two queries at a time", _in_chunks)]
+BUGGY = [
+    (_over_queries, "takes the softmax over the queries (dim=-2) instead of the keys; compare the values, not only "
+                    "the shapes"),
+    (_unscaled, "does not divide by sqrt(d); compare the values with a reference, and use d > 1 (for d = 1 the "
+                "scale is 1)"),
+    (_divided_by_d, "divides by d instead of sqrt(d); compare the values, and use d > 1 (and not d = 1, where "
+                    "both are 1)"),
+    (_divided_by_number_of_keys, "divides by the square root of the number of keys, k.shape[-2], instead of "
+                                 "sqrt(d): use a number of keys different from d"),
+    (_keys_as_values, "averages the keys instead of the values: use different tensors for k and v"),
+    (_transposed_scores, "computes k @ q^T instead of q @ k^T: use different tensors for q and k, and a number "
+                         "of queries different from the number of keys"),
+    (_two_dimensional_only, "transposes axes 0 and 1, right only for 2-D inputs: the spec is (..., N, d), so "
+                            "test with batch (and head) axes in front"),
+    (_naive_softmax, "writes the softmax as exp(s) / sum(exp(s)), which overflows to NaN for large scores: test "
+                     "with large queries and keys too (entries around 30 or more)"),
+]
+
+
+def _verdict(looks_right, fn) -> bool | Exception:
+    try:
+        result = looks_right(fn)
+    except NotImplementedError:         # the exercise is not done yet: let check() say so
+        raise
+    except Exception as error:          # the student's test crashed on this implementation
+        return error
+    if isinstance(result, torch.Tensor) and result.numel() == 1:
+        result = bool(result.item())
+    if not isinstance(result, bool):
+        raise Failed(f"looks_right should return True or False, got {type(result).__name__}.")
+    return result
+
+
+@exercise("08.4", "a test that catches wrong attention")
+def check_looks_right(looks_right):
+    for name, fn in CORRECT:
+        verdict = _verdict(looks_right, fn)
+        if isinstance(verdict, Exception):
+            raise Failed(f"your test raised {type(verdict).__name__} ({verdict}) on {name}, which is correct.")
+        if not verdict:
+            raise Failed(f"your test rejected {name}, which is correct. Two right implementations add their numbers "
+                         f"in different orders and differ in the last digits: compare with a tolerance "
+                         f"(torch.allclose(got, expected, rtol=1e-4, atol=1e-4)), not with ==.")
+    for fn, bug in BUGGY:
+        verdict = _verdict(looks_right, fn)
+        if verdict is True:
+            raise Failed(f"your test accepted an attention that {bug}.")
+    return f"all {len(CORRECT)} right implementations accepted and all {len(BUGGY)} wrong ones caught."
