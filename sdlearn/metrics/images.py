@@ -8,7 +8,10 @@
   "a sneaker facing right".
 - `change_outside`: how much an edit changed the pixels it was meant to keep (mask 0);
 - `seam`: the jump across a mask's border, against the jumps between neighbours elsewhere: a
-  visible seam is a border that differs more than neighbouring pixels usually do.
+  visible seam is a border that differs more than neighbouring pixels usually do;
+- `frechet_bootstrap`: how much a set of samples' Fréchet distance to a reference set (its
+  features, as `sdlearn.metrics.frechet_distance` takes them) would move with another draw of
+  as many samples: its standard error, from resamples of the samples.
 """
 
 from __future__ import annotations
@@ -102,3 +105,39 @@ def seam(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     score = across / n_across.clamp_min(1) - rest / n_rest.clamp_min(1)
     return torch.where(n_across > 0, score, torch.zeros_like(score))
 
+
+@torch.no_grad()
+def frechet_bootstrap(features: torch.Tensor, reference: torch.Tensor, resamples: int = 200, *,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+    """Fréchet distances to `reference` (M, D) of `resamples` bootstrap resamples of `features` (N, D).
+
+    Resample i is the rows `torch.randint(N, (resamples, N), generator=generator)[i]` of
+    `features`, drawn with replacement (default generator: `torch.Generator().manual_seed(0)`).
+    The standard deviation of the returned (resamples,) distances is the standard error of
+    `frechet_distance(features, reference)`: how far it would move with another N samples from
+    the same model. The reference (a test set) is held fixed. Its mean and the square root of its
+    covariance S_b are computed once, and Tr((S_a S_b)^(1/2)) as the sum of the square roots of
+    the eigenvalues of the symmetric S_b^(1/2) S_a S_b^(1/2) (the same eigenvalues as S_a S_b), so
+    that 200 resamples of 2,000 features take seconds instead of minutes.
+    """
+    if features.ndim != 2 or reference.ndim != 2 or features.shape[1] != reference.shape[1]:
+        raise ValueError(f"features (N, D) and reference (M, D) must share D, got {tuple(features.shape)} "
+                         f"and {tuple(reference.shape)}")
+    if len(features) < 2 or resamples < 1:
+        raise ValueError(f"need at least 2 features and 1 resample, got {len(features)} and {resamples}")
+    if generator is None:
+        generator = torch.Generator().manual_seed(0)
+    features, reference = features.double(), reference.double()
+    mu_b = reference.mean(0)
+    cov_b = torch.cov(reference.T)
+    values, vectors = torch.linalg.eigh(cov_b)
+    root_b = (vectors * values.clamp_min(0).sqrt()) @ vectors.T            # S_b^(1/2), symmetric
+    trace_b = cov_b.trace()
+    rows = torch.randint(len(features), (resamples, len(features)), generator=generator)
+    distances = torch.empty(resamples, dtype=torch.float64)
+    for i in range(resamples):
+        x = features[rows[i]]                                             # (N, D), with repeats
+        cov_a = torch.cov(x.T)
+        cross = torch.linalg.eigvalsh(root_b @ cov_a @ root_b).clamp_min(0).sqrt().sum()
+        distances[i] = (x.mean(0) - mu_b).pow(2).sum() + cov_a.trace() + trace_b - 2 * cross
+    return distances
