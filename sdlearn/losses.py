@@ -25,8 +25,9 @@ def diffusion_loss(model, x0: torch.Tensor, alphas_cumprod: torch.Tensor, genera
                    reduction: str = "mean") -> torch.Tensor:
     """The DDPM training loss (Ho et al., 2020, Algorithm 1), optionally Min-SNR weighted.
 
-    1. draw t uniformly from {0, ..., T-1} and noise eps ~ N(0, I), one per image;
-    2. x_t = sqrt(alpha-bar_t) x0 + sqrt(1 - alpha-bar_t) eps;
+    1. draw an index t uniformly from {0, ..., T-1} (the paper's timestep t + 1) and noise
+       eps ~ N(0, I), one per image;
+    2. x_t = sqrt(alphas_cumprod[t]) x0 + sqrt(1 - alphas_cumprod[t]) eps;
     3. the model predicts eps ("epsilon") or v = sqrt(alpha-bar_t) eps - sqrt(1 - alpha-bar_t) x0;
     4. mean squared error per image, weighted by min(SNR_t, gamma) / SNR_t for epsilon or
        min(SNR_t, gamma) / (SNR_t + 1) for v (Hang et al., 2023), then averaged.

@@ -241,7 +241,7 @@ def sample_euler_ancestral(model, x, schedule: Schedule, *, prediction_type: str
         d = (x - denoised) / sigma_from
         # 2. split the step into a deterministic part and fresh noise
         sigma_up = (sigma_to ** 2 * (sigma_from ** 2 - sigma_to ** 2) / sigma_from ** 2) ** 0.5
-        sigma_down = (sigma_to ** 2 - sigma_up ** 2) ** 0.5
+        sigma_down = (sigma_to ** 2 - sigma_up ** 2).clamp(min=0) ** 0.5      # >= 0 despite float32 rounding
         # 3. step down to sigma_down, then add noise back up to sigma_to
         x = x + d * (sigma_down - sigma_from)
         x = x + randn_tensor(x.shape, generator, x.device, x.dtype) * sigma_up

@@ -1,14 +1,16 @@
 """Noise schedules as pure functions: betas, alphas_cumprod, sigmas, timesteps, and noising.
 
-Notation, as in the DDPM paper (Ho et al., 2020) and in diffusers:
+Notation: the DDPM paper (Ho et al., 2020) counts the noisy images t = 1, ..., T (x_0 is clean);
+arrays here count from 0, as in diffusers, so index i holds the paper's timestep t = i + 1, and
+the "timestep" a network or `add_noise` is given is that 0-based index i:
 
-    betas[t]           beta_t          variance added at step t of the forward process
-    alphas[t]          alpha_t         1 - beta_t
-    alphas_cumprod[t]  alpha-bar_t     prod_{s <= t} alpha_s: the signal kept after t steps
-    sigmas[t]          sigma_t         sqrt((1 - alpha-bar_t) / alpha-bar_t): the noise-to-signal ratio
-                                       used by the Euler, Heun and LMS samplers (Karras et al., 2022)
+    betas[i]           beta_{i+1}       variance added by that step of the forward process
+    alphas[i]          alpha_{i+1}      1 - beta_{i+1}
+    alphas_cumprod[i]  alpha-bar_{i+1}  prod_{s <= i+1} alpha_s: the signal kept after i + 1 steps
+    sigmas[i]          sigma_{i+1}      sqrt((1 - alpha-bar) / alpha-bar): the noise-to-signal ratio
+                                        used by the Euler, Heun and LMS samplers (Karras et al., 2022)
 
-A noisy image at timestep t is  x_t = sqrt(alpha-bar_t) x_0 + sqrt(1 - alpha-bar_t) eps.
+A noisy image at index i is  sqrt(alphas_cumprod[i]) x_0 + sqrt(1 - alphas_cumprod[i]) eps.
 Everything is float32, like diffusers, so that the numbers agree with it bit for bit where
 the arithmetic is the same.
 """

@@ -1,4 +1,7 @@
-"""Lesson 04's checks: right answers pass, typical wrong answers fail with a message that names the mistake."""
+"""Lesson 04's checks: right answers pass, typical wrong answers fail with a message that names the mistake.
+
+Notation as in the lesson: t = 1, ..., T, and alpha-bar_t is alphas_cumprod[t - 1].
+"""
 
 import math
 
@@ -6,68 +9,107 @@ import pytest
 import torch
 
 from sdlearn.exercises import check
+from sdlearn.schedules import alphas_cumprod_from_betas, cosine_betas, linear_betas, scaled_linear_betas
 
 
-# --------------------------------------------------------------------------- 04.1 my_alphas_cumprod(betas)
+# --------------------------------------------------------------------------- 04.1 my_betas()
 
-def alphas_cumprod_by_a_loop(betas):
-    out, product = [], 1.0
-    for beta in betas.tolist():
-        product *= 1 - beta
-        out.append(product)
-    return torch.tensor(out)
+def betas_linear_gentler():
+    return torch.linspace(1e-4, 0.015, 1000)
 
 
-def product_of_betas(betas):
-    return torch.cumprod(betas, 0)
+def betas_cosine():
+    return cosine_betas(1000)
 
 
-def alphas_not_multiplied(betas):
-    return 1 - betas
+def betas_as_a_list():
+    return torch.linspace(1e-4, 0.015, 1000).tolist()
 
 
-def alphas_cumprod_shifted(betas):                   # alpha-bar_{t-1}: starts at 1
-    return torch.cat([torch.ones(1), torch.cumprod(1 - betas, 0)[:-1]])
+def betas_ddpm():
+    return linear_betas(1000)
 
 
-def one_minus_product_of_betas(betas):
-    return 1 - torch.cumprod(betas, 0)
+def betas_stable_diffusion():
+    return scaled_linear_betas(1000)
 
 
-def alphas_cumprod_as_a_list(betas):
-    return torch.cumprod(1 - betas, 0).tolist()
+def betas_all_at_the_end():
+    return torch.cat([torch.full((990,), 1e-5), torch.full((10,), 0.6)])
 
 
-# --------------------------------------------------------------------------- 04.2 my_add_noise(x0, noise, t, ac)
-
-def add_noise_by_indexing(x0, noise, t, alphas_cumprod):
-    ab = alphas_cumprod[t][:, None, None, None]
-    return torch.sqrt(ab) * x0 + torch.sqrt(1 - ab) * noise
+def alphas_cumprod_instead():
+    return alphas_cumprod_from_betas(cosine_betas(1000))
 
 
-def add_noise_without_roots(x0, noise, t, alphas_cumprod):
-    ab = alphas_cumprod[t].view(-1, 1, 1, 1)
-    return ab * x0 + (1 - ab) * noise
+def betas_too_few():
+    return torch.linspace(1e-4, 0.03, 500)
 
 
-def add_noise_swapped(x0, noise, t, alphas_cumprod):
-    ab = alphas_cumprod[t].view(-1, 1, 1, 1)
-    return (1 - ab).sqrt() * x0 + ab.sqrt() * noise
+def betas_with_a_zero():
+    return torch.cat([torch.zeros(1), torch.linspace(1e-4, 0.015, 999)])
 
 
-def add_noise_off_by_one(x0, noise, t, alphas_cumprod):
-    ab = alphas_cumprod[t - 1].view(-1, 1, 1, 1)
-    return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+# --------------------------------------------------------------------------- 04.2 noise_further(x_s, noise, s, t, ac)
+
+def _alpha_bar(alphas_cumprod, t):
+    return torch.tensor(1.0) if t == 0 else alphas_cumprod[t - 1]
 
 
-def add_noise_not_reshaped(x0, noise, t, alphas_cumprod):
-    ab = alphas_cumprod[t]                          # (3,) against (3, 1, 6, 6)
-    return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+def noise_further(x_s, noise, s, t, alphas_cumprod):
+    ratio = _alpha_bar(alphas_cumprod, t) / _alpha_bar(alphas_cumprod, s)
+    return ratio.sqrt() * x_s + (1 - ratio).sqrt() * noise
 
 
-def add_noise_sigma_style(x0, noise, t, alphas_cumprod):     # lesson 03's x0 + sigma * noise
-    ab = alphas_cumprod[t].view(-1, 1, 1, 1)
-    return x0 + ((1 - ab) / ab).sqrt() * noise
+def noise_further_by_alphas(x_s, noise, s, t, alphas_cumprod):     # multiply alpha_{s+1} ... alpha_t
+    alphas = torch.cat([alphas_cumprod[:1], alphas_cumprod[1:] / alphas_cumprod[:-1]])
+    ratio = alphas[s:t].prod()
+    return ratio.sqrt() * x_s + (1 - ratio).sqrt() * noise
+
+
+def noise_further_padded(x_s, noise, s, t, alphas_cumprod):        # prepend alpha-bar_0 = 1
+    alpha_bar = torch.cat([torch.ones(1), alphas_cumprod])
+    ratio = alpha_bar[t] / alpha_bar[s]
+    return math.sqrt(ratio) * x_s + math.sqrt(1 - ratio) * noise
+
+
+def noise_further_zero_based(x_s, noise, s, t, alphas_cumprod):
+    ratio = alphas_cumprod[t] / alphas_cumprod[s]
+    return ratio.sqrt() * x_s + (1 - ratio).sqrt() * noise
+
+
+def noise_further_wraps_at_zero(x_s, noise, s, t, alphas_cumprod):
+    ratio = alphas_cumprod[t - 1] / alphas_cumprod[s - 1]
+    return ratio.sqrt() * x_s + (1 - ratio).sqrt() * noise
+
+
+def noise_further_from_clean(x_s, noise, s, t, alphas_cumprod):
+    ab = alphas_cumprod[t - 1]
+    return ab.sqrt() * x_s + (1 - ab).sqrt() * noise
+
+
+def noise_further_too_much_noise(x_s, noise, s, t, alphas_cumprod):
+    ab_t = alphas_cumprod[t - 1]
+    return (ab_t / _alpha_bar(alphas_cumprod, s)).sqrt() * x_s + (1 - ab_t).sqrt() * noise
+
+
+def noise_further_without_roots(x_s, noise, s, t, alphas_cumprod):
+    ratio = _alpha_bar(alphas_cumprod, t) / _alpha_bar(alphas_cumprod, s)
+    return ratio * x_s + (1 - ratio) * noise
+
+
+def noise_further_upside_down(x_s, noise, s, t, alphas_cumprod):
+    ratio = _alpha_bar(alphas_cumprod, s) / _alpha_bar(alphas_cumprod, t)
+    return ratio.sqrt() * x_s + (1 - ratio).sqrt() * noise
+
+
+def noise_further_ignores_noise(x_s, noise, s, t, alphas_cumprod):
+    ratio = _alpha_bar(alphas_cumprod, t) / _alpha_bar(alphas_cumprod, s)
+    return ratio.sqrt() * x_s
+
+
+def noise_further_flattened(x_s, noise, s, t, alphas_cumprod):
+    return noise_further(x_s, noise, s, t, alphas_cumprod).flatten(1)
 
 
 # --------------------------------------------------------------------------- 04.3 my_timestep_embedding(t, dim)
@@ -109,8 +151,12 @@ def half_the_width(t, dim):
 
 
 @pytest.mark.parametrize("exercise_id, answer", [
-    ("04.1", alphas_cumprod_by_a_loop),
-    ("04.2", add_noise_by_indexing),
+    ("04.1", betas_linear_gentler),
+    ("04.1", betas_cosine),
+    ("04.1", betas_as_a_list),
+    ("04.2", noise_further),
+    ("04.2", noise_further_by_alphas),
+    ("04.2", noise_further_padded),
     ("04.3", timestep_embedding_with_math),
 ])
 def test_right_answers_pass(exercise_id, answer):
@@ -119,21 +165,25 @@ def test_right_answers_pass(exercise_id, answer):
 
 
 WRONG = [
-    ("04.1", product_of_betas, "that is the product of the betas"),
-    ("04.1", alphas_not_multiplied, "that is alpha_t for each step"),
-    ("04.1", alphas_cumprod_shifted, "shifted by one step"),
-    ("04.1", one_minus_product_of_betas, "differ from prod_{s <= t} (1 - beta_s)"),
-    ("04.1", alphas_cumprod_as_a_list, "return a tensor of shape (1000,)"),
-    ("04.2", add_noise_without_roots, "take square roots"),
-    ("04.2", add_noise_swapped, "the coefficients are swapped"),
-    ("04.2", add_noise_off_by_one, "you took alphas_cumprod[t - 1]"),
-    ("04.2", add_noise_not_reshaped, "reshape it to (B, 1, 1, 1)"),
-    ("04.2", add_noise_sigma_style, "expected sqrt(ab_t) * x0 + sqrt(1 - ab_t) * noise"),
+    ("04.1", betas_ddpm, "175 of the 1000 steps come after the image is already pure noise"),
+    ("04.1", betas_stable_diffusion, "x_T still holds"),
+    ("04.1", betas_all_at_the_end, "the destruction is bunched up"),
+    ("04.1", alphas_cumprod_instead, "like alphas_cumprod"),
+    ("04.1", betas_too_few, "shape (1000,)"),
+    ("04.1", betas_with_a_zero, "strictly between 0 and 1"),
+    ("04.2", noise_further_zero_based, "off by one step"),
+    ("04.2", noise_further_wraps_at_zero, "alphas_cumprod[-1], the last entry"),
+    ("04.2", noise_further_from_clean, "that is the jump from a clean image"),
+    ("04.2", noise_further_too_much_noise, "too much noise"),
+    ("04.2", noise_further_without_roots, "take square roots"),
+    ("04.2", noise_further_upside_down, "a square root of a negative number"),
+    ("04.2", noise_further_ignores_noise, "the result differs from sqrt(alpha-bar_t / alpha-bar_s) x_s"),
+    ("04.2", noise_further_flattened, "shaped like x_s"),
     ("04.3", sines_first, "sines first"),
     ("04.3", frequencies_shifted, "divides k by dim/2 - 1"),
     ("04.3", frequencies_over_dim, "divides k by dim;"),
     ("04.3", cos_and_sin_interleaved, "the cosines and sines alternate"),
-    ("04.3", half_the_width, "shape (len(t), dim) = (5, 32)"),
+    ("04.3", half_the_width, "shape (len(timesteps), dim) = (5, 32)"),
 ]
 
 

@@ -238,3 +238,17 @@ def test_randn_tensor_draws_on_the_generators_device(monkeypatch):
     devices = _record_randn_devices(monkeypatch)           # without a GPU: "meta" stands in for the model's device
     moved = randn_tensor((2, 3), torch.Generator().manual_seed(5), "meta")
     assert devices == [torch.device("cpu")] and moved.device.type == "meta"
+
+
+def test_euler_ancestral_stays_finite_where_float32_rounding_makes_sigma_down_squared_negative():
+    """Three trailing steps of the cosine schedule start at sigma ~ 20,000: there sigma_to^2 - sigma_up^2
+    comes out slightly below 0 in float32 (-2.4e-7), and its square root was NaN."""
+    ac = alphas_cumprod_from_betas(make_betas("squaredcos_cap_v2"))
+    schedule = make_schedule(ac, 3, timestep_spacing="trailing")
+
+    def model(x, t):
+        return 0.1 * x
+
+    x = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * schedule.init_noise_sigma
+    out = sample_euler_ancestral(model, x, schedule, generator=torch.Generator().manual_seed(1))
+    assert torch.isfinite(out).all()

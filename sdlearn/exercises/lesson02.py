@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 
@@ -50,46 +51,104 @@ def check_forward_difference(forward_difference):
     return _check_difference(forward_difference, "forward_difference", lambda f, x, e: (f(x + e) - f(x)) / e, 1)
 
 
-@exercise("02.2", "central difference")
-def check_central_difference(central_difference):
-    label, f, x, _ = _CASES[0]
-    if math.isclose(_as_float(central_difference(f, x, 1e-3), "central_difference"),
-                    (f(x + 1e-3) - f(x - 1e-3)) / 1e-3, rel_tol=1e-9):
-        raise Failed("divide by 2 * eps: the two points are 2 * eps apart.")
-    return _check_difference(central_difference, "central_difference",
-                             lambda f, x, e: (f(x + e) - f(x - e)) / (2 * e), 2)
+# Well-scaled functions (values and derivatives of order 1 on [-1, 1]) for choosing eps, with their derivatives.
+_SMOOTH = [
+    ("sin", torch.sin, torch.cos),
+    ("exp", torch.exp, torch.exp),
+    ("tanh", torch.tanh, lambda x: 1 - torch.tanh(x) ** 2),
+]
+_EPS_GRID = [10 ** (-k / 8) for k in range(8 * 14 + 1)]       # 1 down to 1e-14, eight values per decade
+_TOLERANCE = 10                                                # accept any eps within 10 times the best error
 
 
-@exercise("02.3", "a numerical gradient, element by element")
-def check_numerical_gradient(numerical_gradient):
+def central_error(f, derivative, dtype: torch.dtype, eps: float) -> float:
+    """Mean error of the central difference in `dtype` over 201 points of [-1, 1], relative to mean |f'|."""
+    x = torch.linspace(-1, 1, 201, dtype=torch.float64).to(dtype)
+    estimate = (f(x + eps) - f(x - eps)) / (2 * eps)
+    exact = derivative(x.double())
+    return ((estimate.double() - exact).abs().mean() / exact.abs().mean()).item()
+
+
+@lru_cache(maxsize=None)
+def _best(name: str, dtype: torch.dtype) -> tuple[float, float]:
+    _, f, derivative = next(case for case in _SMOOTH if case[0] == name)
+    errors = [central_error(f, derivative, dtype, eps) for eps in _EPS_GRID]
+    i = min(range(len(errors)), key=errors.__getitem__)
+    return _EPS_GRID[i], errors[i]
+
+
+@exercise("02.2", "choosing eps")
+def check_central_eps(central_eps):
+    chosen = {dtype: _as_float(central_eps(dtype), f"central_eps({dtype})") for dtype in (torch.float32, torch.float64)}
+    for dtype, eps in chosen.items():
+        if not 0 < eps < 1:
+            raise Failed(f"central_eps({dtype}) should be a small positive number, got {eps!r}.")
+    if chosen[torch.float32] == chosen[torch.float64]:
+        raise Failed(f"you chose eps = {chosen[torch.float32]:g} for both precisions. float64 carries about 16 digits "
+                     "against float32's 7: its rounding error is about a billion times smaller, so the best balance "
+                     "with the truncation error lies at a much smaller eps.")
+    for dtype, eps in chosen.items():
+        for name, f, derivative in _SMOOTH:
+            error = central_error(f, derivative, dtype, eps)
+            best_eps, best_error = _best(name, dtype)
+            if error <= _TOLERANCE * best_error:
+                continue
+            where = (f"in {str(dtype).replace('torch.', '')}, eps = {eps:g} gives a relative error of {error:.1e} for "
+                     f"{name} on [-1, 1], against {best_error:.1e} at eps = {best_eps:.1e}")
+            if abs(math.log10(eps / torch.finfo(dtype).eps ** 0.5)) < 0.2:
+                raise Failed(f"{where}. The square root of the machine epsilon is the rule of thumb for the forward "
+                             "difference, whose truncation error shrinks like eps; the central difference's shrinks "
+                             "like eps**2, so it can afford a larger eps. Balance eps**2 / 6 against "
+                             "(machine epsilon) / eps.")
+            if eps < best_eps:
+                raise Failed(f"{where}: rounding dominates. f(x + eps) and f(x - eps) agree in most of their digits, "
+                             "their difference keeps only the few in which they differ, and dividing by 2 eps "
+                             "magnifies the rounding. Take a larger eps.")
+            raise Failed(f"{where}: truncation dominates, the error eps**2 / 6 * f'''(x) of the Taylor expansion. "
+                         "Take a smaller eps.")
+    return (f"eps = {chosen[torch.float32]:.1e} in float32 and {chosen[torch.float64]:.1e} in float64 are within "
+            f"{_TOLERANCE} times of the best error for sin, exp and tanh.")
+
+
+@exercise("02.3", "a gradient by hand")
+def check_log_prob_gradient(log_prob_gradient):
     g = torch.Generator().manual_seed(23)
-    for shape in [(3, 4), (5,), (2, 2, 3)]:
-        w = torch.randn(*shape, generator=g, dtype=torch.float64)
-        x = torch.randn(*shape, generator=g, dtype=torch.float64)
-
-        def f(t):
-            return (w * t ** 2).sum() + torch.sin(t).sum()
-
-        exact = 2 * w * x + torch.cos(x)
-        x_given = x.clone()
+    weight = torch.randn(5, 12, generator=g, dtype=torch.float64)
+    bias = torch.randn(5, generator=g, dtype=torch.float64)
+    x = torch.randn(12, generator=g, dtype=torch.float64)
+    for k in (0, 3):
+        given = x.clone().requires_grad_(True)
+        expected = torch.autograd.grad((weight @ given + bias).log_softmax(-1)[k], given)[0]
         try:
-            got = numerical_gradient(f, x_given, 1e-6)
-        except NotImplementedError:
-            raise
-        except Exception as exc:
-            raise Failed(f"for x of shape {shape} your code raised {type(exc).__name__}: {exc}. Loop over "
-                         "x.numel() elements (x.view(-1) gives them in order), whatever the shape.") from exc
+            with torch.no_grad():
+                got = log_prob_gradient(weight.clone(), bias.clone(), x.clone(), k)
+        except RuntimeError as exc:
+            if "grad" not in str(exc):
+                raise
+            raise Failed("autograd is switched off in this check: derive the gradient on paper and compute it with "
+                         "tensor operations (then compare with autograd or gradient_check yourself).") from exc
         if not isinstance(got, torch.Tensor) or got.shape != x.shape:
             found = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
-            raise Failed(f"for x of shape {shape}, return a tensor of that shape; got {found}. "
-                         "Loop over x.numel() elements (x.view(-1) gives them in order), whatever the shape.")
-        if not torch.allclose(x_given, x, rtol=0, atol=1e-12):
-            raise Failed("your function changed x; nudge a copy (x.clone()) instead.")
-        error = (got - exact).abs().max().item()
-        if error > 1e-6:
-            raise Failed(f"for x of shape {shape} the largest difference from the exact gradient is {error:.2e} "
-                         "(allowed 1e-6). Nudge one element at a time by +eps and -eps: the central difference.")
-    return "matches the exact gradient to 1e-6 for 1-D, 2-D and 3-D inputs."
+            raise Failed(f"return a tensor shaped like x, (12,); got {found}.")
+        got = got.double()
+        if torch.allclose(got, expected, rtol=1e-6, atol=1e-9):
+            continue
+        p = (weight @ x + bias).softmax(-1)
+        p_no_bias = (weight @ x).softmax(-1)
+        if torch.allclose(got, weight[k], rtol=1e-6, atol=1e-9):
+            raise Failed("that is the gradient of the raw logit (W x + b)[k], the bug the lesson's gradient check "
+                         "caught. The log-softmax subtracts log sum_j exp(logit_j), whose gradient is sum_j p_j W_j.")
+        if torch.allclose(got, -expected, rtol=1e-6, atol=1e-9):
+            raise Failed("the sign is flipped: raising the logit of k raises log p_k, so W_k enters with a plus sign.")
+        if torch.allclose(got, weight[k] - weight.mean(0), rtol=1e-6, atol=1e-9):
+            raise Failed("the rows of W are weighted by the probabilities p_j = softmax(W x + b)_j, not equally.")
+        if torch.allclose(got, (1 - p[k]) * weight[k], rtol=1e-6, atol=1e-9):
+            raise Failed("that keeps only the j = k term of sum_j p_j W_j; every class's probability contributes.")
+        if torch.allclose(got, weight[k] - p_no_bias @ weight, rtol=1e-6, atol=1e-9):
+            raise Failed("the probabilities come from the logits W x + b, bias included.")
+        raise Failed(f"for k = {k} your gradient differs from autograd's by {(got - expected).abs().max():.2e}. "
+                     "Write log p_k = logit_k - log sum_j exp(logit_j) and differentiate each part with respect to x.")
+    return "W_k - sum_j p_j W_j: the class's own direction minus the probability-weighted average of all of them."
 
 
 @exercise("02.4", "maximum relative error")

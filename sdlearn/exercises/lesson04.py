@@ -1,4 +1,8 @@
-"""Checks for the exercises of lesson 04, the forward process."""
+"""Checks for the exercises of lesson 04, the forward process.
+
+Notation as in the lesson: x_0 is the clean image, x_t the image after t noising steps,
+t = 1, ..., T. Arrays are 0-based, so alpha-bar_t is alphas_cumprod[t - 1].
+"""
 
 from __future__ import annotations
 
@@ -10,57 +14,103 @@ from sdlearn.exercises import Failed, exercise, name_the_mistake
 from sdlearn.models.unet import timestep_embedding
 from sdlearn.schedules import add_noise, alphas_cumprod_from_betas, linear_betas
 
-
-@exercise("04.1", "alphas_cumprod from betas")
-def check_alphas_cumprod(my_alphas_cumprod):
-    betas = linear_betas(1000)
-    got = my_alphas_cumprod(betas.clone())
-    if not isinstance(got, torch.Tensor) or got.shape != betas.shape:
-        raise Failed(f"return a tensor of shape {tuple(betas.shape)}, one value per timestep.")
-    expected = alphas_cumprod_from_betas(betas)
-    name_the_mistake(got, {
-        "that is the product of the betas; multiply the alphas, 1 - beta.": torch.cumprod(betas, 0),
-        "that is alpha_t for each step; alphas_cumprod multiplies all of them up to t (torch.cumprod).": 1 - betas,
-        "the values are shifted by one step: alphas_cumprod[t] includes step t itself, so alphas_cumprod[0] is "
-        "1 - betas[0], not 1.": torch.cat([torch.ones(1), expected[:-1]]),
-    }, rtol=1e-5, atol=1e-7)
-    if not torch.allclose(got, expected, rtol=1e-5, atol=1e-7):
-        raise Failed("the values differ from prod_{s <= t} (1 - beta_s).")
-    return f"alphas_cumprod[999] = {got[-1]:.2e}, as expected."
+T = 1000
+PURE_NOISE = 1e-3          # alpha-bar at or below this: the image is noise for every practical purpose
+MAX_WASTED = 100           # at most this many of the T steps may be spent on pure noise
+MIDDLE = (250, 750)        # alpha-bar first drops below 0.5 at a t in this range
 
 
-@exercise("04.2", "noising in closed form")
-def check_add_noise(my_add_noise):
-    ac = alphas_cumprod_from_betas(linear_betas(1000))
+@exercise("04.1", "a schedule by design")
+def check_my_betas(my_betas):
+    betas = my_betas()
+    if isinstance(betas, (list, tuple)):
+        betas = torch.tensor(betas)
+    if not isinstance(betas, torch.Tensor) or tuple(betas.shape) != (T,):
+        found = tuple(betas.shape) if isinstance(betas, torch.Tensor) else type(betas).__name__
+        raise Failed(f"return the {T} betas, beta_1 to beta_T, as a tensor of shape ({T},); got {found}.")
+    betas = betas.detach().double()
+    if not torch.isfinite(betas).all() or (betas <= 0).any() or (betas >= 1).any():
+        raise Failed("every beta is a variance added at one step: it must lie strictly between 0 and 1.")
+    if betas[0] > 0.5 and betas[-1] < 1e-2 and (betas[1:] <= betas[:-1]).all():
+        raise Failed("those fall from about 1 towards 0, like alphas_cumprod; return the betas, the noise added at "
+                     "each step.")
+    alpha_bar = torch.cumprod(1 - betas, 0)                     # alpha_bar[t - 1] is alpha-bar_t
+    if alpha_bar[-1] > PURE_NOISE:
+        raise Failed(f"alpha-bar_T = {alpha_bar[-1]:.1e}: x_T still holds sqrt(alpha-bar_T) = "
+                     f"{alpha_bar[-1].sqrt():.3f} of the image, but sampling starts x_T from pure noise. Add more "
+                     f"noise in total, until alpha-bar_T <= {PURE_NOISE:g}.")
+    wasted = int((alpha_bar <= PURE_NOISE).sum())
+    if wasted > MAX_WASTED:
+        first = int((alpha_bar <= PURE_NOISE).nonzero()[0]) + 1
+        raise Failed(f"{wasted} of the {T} steps come after the image is already pure noise (alpha-bar_t <= "
+                     f"{PURE_NOISE:g} from t = {first} on): a network learns nothing from them. Destroy the signal "
+                     f"more slowly, so that at most {MAX_WASTED} are wasted.")
+    halfway = int((alpha_bar < 0.5).nonzero()[0]) + 1
+    if not MIDDLE[0] <= halfway <= MIDDLE[1]:
+        raise Failed(f"alpha-bar_t first drops below 0.5 (as much noise as signal) at t = {halfway}: the destruction "
+                     f"is bunched up. Spread it so that the halfway point lies between t = {MIDDLE[0]} and "
+                     f"{MIDDLE[1]}.")
+    ddpm_wasted = int((alphas_cumprod_from_betas(linear_betas(T)) <= PURE_NOISE).sum())
+    return (f"alpha-bar_T = {alpha_bar[-1]:.1e}, {wasted} steps on pure noise (DDPM's linear schedule spends "
+            f"{ddpm_wasted}), halfway at t = {halfway}.")
+
+
+def _alpha_bar(alphas_cumprod: torch.Tensor, t: int) -> torch.Tensor:
+    """alpha-bar_t in the paper's notation: 1 for t = 0 (the clean image), else alphas_cumprod[t - 1]."""
+    return torch.tensor(1.0) if t == 0 else alphas_cumprod[t - 1]
+
+
+def _jump(x_s, noise, a_s, a_t):
+    ratio = a_t / a_s
+    return ratio.sqrt() * x_s + (1 - ratio).sqrt() * noise
+
+
+@exercise("04.2", "noising further")
+def check_noise_further(noise_further):
+    ac = alphas_cumprod_from_betas(linear_betas(T))
     g = torch.Generator().manual_seed(42)
-    x0, noise = torch.randn(3, 1, 6, 6, generator=g), torch.randn(3, 1, 6, 6, generator=g)
-    t = torch.tensor([0, 400, 999])
-    try:
-        got = my_add_noise(x0.clone(), noise.clone(), t, ac)
-    except RuntimeError as exc:
-        if "must match the size" not in str(exc):
-            raise
-        raise Failed(f"your code raised RuntimeError: {exc}. alphas_cumprod[t] has one value per image, shape (B,); "
-                     "reshape it to (B, 1, 1, 1) so that each image gets its own timestep.") from exc
-    if not isinstance(got, torch.Tensor) or got.shape != x0.shape:
-        raise Failed(f"return a tensor shaped like x0, {tuple(x0.shape)}.")
-
-    def mix(ab, signal, noisy):
-        ab = ab.view(-1, 1, 1, 1)
-        return ab.sqrt() * signal + (1 - ab).sqrt() * noisy
-
-    name_the_mistake(got, {
-        "take square roots: the coefficients are sqrt(alpha-bar) and sqrt(1 - alpha-bar), so that the variance "
-        "stays 1.": ac[t].view(-1, 1, 1, 1) * x0 + (1 - ac[t]).view(-1, 1, 1, 1) * noise,
-        "the coefficients are swapped: sqrt(alpha-bar) multiplies x0 (the signal fades as t grows) and "
-        "sqrt(1 - alpha-bar) the noise.": mix(ac[t], noise, x0),
-        "you took alphas_cumprod[t - 1]; the noise level of timestep t is alphas_cumprod[t] (indices start at 0, "
-        "and t = 0 already has a little noise).": mix(ac[t - 1], x0, noise),
-    }, atol=1e-6)
-    if not torch.allclose(got, add_noise(x0, noise, t, ac), atol=1e-6):
-        raise Failed("expected sqrt(ab_t) * x0 + sqrt(1 - ab_t) * noise with ab_t = alphas_cumprod[t], reshaped to "
-                     "(B, 1, 1, 1) so that each image gets its own timestep.")
-    return "matches sdlearn.schedules.add_noise for three timesteps."
+    x0 = torch.randn(2, 1, 6, 6, generator=g)
+    for s, t in [(100, 400), (299, 300), (500, 1000), (0, 300)]:
+        x_s = x0.clone() if s == 0 else add_noise(x0, torch.randn(x0.shape, generator=g), torch.tensor([s - 1]), ac)
+        noise = torch.randn(x0.shape, generator=g)
+        try:
+            got = noise_further(x_s.clone(), noise.clone(), s, t, ac)
+        except IndexError as exc:
+            raise Failed(f"for s = {s}, t = {t} your code raised IndexError: {exc}. In the lesson's notation t runs "
+                         f"from 1 to T = {T}, and alpha-bar_t is stored at alphas_cumprod[t - 1].") from exc
+        if not isinstance(got, torch.Tensor) or got.shape != x0.shape:
+            raise Failed(f"return a tensor shaped like x_s, {tuple(x0.shape)}.")
+        a_s, a_t = _alpha_bar(ac, s), _alpha_bar(ac, t)
+        expected = _jump(x_s, noise, a_s, a_t)
+        if torch.allclose(got, expected, atol=1e-5):
+            continue
+        if not torch.isfinite(got).all() and s == 0:
+            raise Failed("for s = 0 (x_s is the clean image) your result holds NaN: alphas_cumprod[s - 1] is "
+                         "alphas_cumprod[-1], the last entry, alpha-bar_T, so the ratio exceeds 1. alpha-bar_0 = 1 "
+                         "(no noise yet) is not stored in the array.")
+        if not torch.isfinite(got).all():
+            raise Failed(f"for s = {s}, t = {t} your result holds NaN: a square root of a negative number. The "
+                         "signal shrinks as t grows, so alpha-bar_t / alpha-bar_s is below 1 (check the order).")
+        name_the_mistake(got, {
+            f"for s = {s}, t = {t}: off by one step. The arrays start at 0, so alpha-bar_t is alphas_cumprod[t - 1] "
+            "(alphas_cumprod[0] is alpha-bar_1, already a little noisy).":
+                _jump(x_s, noise, ac[s], ac[t]) if t < T else None,
+            f"for s = {s}, t = {t}: that is the jump from a clean image. x_s has been scaled down and noised already, "
+            "so scale it by sqrt(alpha-bar_t / alpha-bar_s) and add only the missing noise.":
+                a_t.sqrt() * x_s + (1 - a_t).sqrt() * noise if s > 0 else None,
+            f"for s = {s}, t = {t}: too much noise. x_s already holds noise of variance (1 - alpha-bar_s), which the "
+            "scaling shrinks by alpha-bar_t / alpha-bar_s; the new noise only tops it up to 1 - alpha-bar_t, so its "
+            "variance is 1 - alpha-bar_t / alpha-bar_s.":
+                (a_t / a_s).sqrt() * x_s + (1 - a_t).sqrt() * noise if s > 0 else None,
+            f"for s = {s}, t = {t}: take square roots; the coefficients are the square roots of alpha-bar_t / "
+            "alpha-bar_s and of 1 - alpha-bar_t / alpha-bar_s, so that the variance stays 1.":
+                (a_t / a_s) * x_s + (1 - a_t / a_s) * noise,
+        }, atol=1e-5)
+        raise Failed(f"for s = {s}, t = {t} the result differs from sqrt(alpha-bar_t / alpha-bar_s) x_s + "
+                     "sqrt(1 - alpha-bar_t / alpha-bar_s) noise, with alpha-bar_t = alphas_cumprod[t - 1] and "
+                     "alpha-bar_0 = 1.")
+    return ("two jumps, 0 to s and s to t, give x_t the same distribution as one jump from 0 to t, and s = 0 "
+            "works as well.")
 
 
 @exercise("04.3", "the sinusoidal time embedding")
@@ -68,7 +118,7 @@ def check_timestep_embedding(my_timestep_embedding):
     t = torch.tensor([0, 1, 17, 500, 999])
     got = my_timestep_embedding(t, 32)
     if not isinstance(got, torch.Tensor) or tuple(got.shape) != (5, 32):
-        raise Failed("return a tensor of shape (len(t), dim) = (5, 32).")
+        raise Failed("return a tensor of shape (len(timesteps), dim) = (5, 32).")
     k = torch.arange(16)
     angles = t[:, None].float() * torch.exp(-math.log(10000.0) * k / 16)[None, :]        # (5, 16), the right ones
     angles_over_dim = t[:, None].float() * torch.exp(-math.log(10000.0) * k / 32)[None, :]   # k / dim: too slow
