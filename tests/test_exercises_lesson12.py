@@ -41,47 +41,71 @@ def fixed_temperature(image_features, text_features, temperature):
     return F.normalize(image_features, dim=-1) @ F.normalize(text_features, dim=-1).T / 0.1
 
 
-# 12.2: the symmetric contrastive loss
+# 12.2: a threshold for the CLIP filter
 
-def rows_only(logits):
-    return F.cross_entropy(logits, torch.arange(len(logits)))
-
-
-def columns_only(logits):
-    return logits.log_softmax(dim=0).diagonal().neg().mean()
-
-
-def both_rows(logits):                       # the softmax taken over the same axis twice
-    targets = torch.arange(len(logits))
-    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits, targets)) / 2
+def filter_threshold(similarity, wrong, max_wrong_share):
+    ranked, order = similarity.sort(descending=True)
+    wrong_kept = wrong[order].float().cumsum(0)
+    allowed = wrong_kept <= max_wrong_share * torch.arange(1, len(ranked) + 1)
+    k = allowed.nonzero().max().item() + 1
+    return ranked[k].item() if k < len(ranked) else ranked[-1].item() - 1.0
 
 
-def summed_directions(logits):
-    targets = torch.arange(len(logits))
-    return F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)
+def midpoint(similarity, wrong, max_wrong_share):            # another right answer, as a tensor
+    ranked, order = similarity.sort(descending=True)
+    best = 0
+    for k in range(1, len(ranked) + 1):
+        if wrong[order[:k]].sum() <= max_wrong_share * k:
+            best = k
+    if best == len(ranked):
+        return ranked[-1] - 0.5
+    return (ranked[best - 1] + ranked[best]) / 2
 
 
-def summed_over_batch(logits):
-    targets = torch.arange(len(logits))
-    return (F.cross_entropy(logits, targets, reduction="sum") + F.cross_entropy(logits.T, targets, reduction="sum")) / 2
+def first_failure(similarity, wrong, max_wrong_share):
+    ranked, order = similarity.sort(descending=True)
+    for k in range(1, len(ranked) + 1):
+        if wrong[order[:k]].sum() > max_wrong_share * k:
+            return ranked[k - 1].item()
+    return ranked[-1].item() - 1.0
 
 
-def without_minus(logits):
-    return (logits.log_softmax(1).diagonal().mean() + logits.log_softmax(0).diagonal().mean()) / 2
+def share_of_all_pairs(similarity, wrong, max_wrong_share):
+    ranked, order = similarity.sort(descending=True)
+    wrong_kept = wrong[order].float().cumsum(0)
+    k = (wrong_kept <= max_wrong_share * len(ranked)).nonzero().max().item() + 1
+    return ranked[k].item() if k < len(ranked) else ranked[-1].item() - 1.0
 
 
-def without_log(logits):
-    return -(logits.softmax(1).diagonal().mean() + logits.softmax(0).diagonal().mean()) / 2
+def last_kept_similarity(similarity, wrong, max_wrong_share):     # as if a pair were kept at >= threshold
+    ranked, order = similarity.sort(descending=True)
+    wrong_kept = wrong[order].float().cumsum(0)
+    k = (wrong_kept <= max_wrong_share * torch.arange(1, len(ranked) + 1)).nonzero().max().item() + 1
+    return ranked[k - 1].item()
 
 
-def as_float(logits):
-    targets = torch.arange(len(logits))
-    return ((F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2).item()
+def lessons_threshold(similarity, wrong, max_wrong_share):
+    return 0.4
 
 
-def per_pair(logits):
-    targets = torch.arange(len(logits))
-    return (F.cross_entropy(logits, targets, reduction="none") + F.cross_entropy(logits.T, targets, reduction="none")) / 2
+def count_not_threshold(similarity, wrong, max_wrong_share):
+    ranked, order = similarity.sort(descending=True)
+    wrong_kept = wrong[order].float().cumsum(0)
+    return (wrong_kept <= max_wrong_share * torch.arange(1, len(ranked) + 1)).nonzero().max().item() + 1
+
+
+def limit_fixed(similarity, wrong, max_wrong_share):
+    return filter_threshold(similarity, wrong, 0.06)
+
+
+def assumes_sorted(similarity, wrong, max_wrong_share):
+    wrong_kept = wrong.float().cumsum(0)
+    k = (wrong_kept <= max_wrong_share * torch.arange(1, len(similarity) + 1)).nonzero().max().item() + 1
+    return similarity[k].item() if k < len(similarity) else similarity.min().item() - 1.0
+
+
+def every_threshold(similarity, wrong, max_wrong_share):
+    return similarity.sort(descending=True).values
 
 
 # 12.3: zero-shot prediction
@@ -145,15 +169,14 @@ WRONG = [
     ("12.1", texts_by_images, "one row per image"),
     ("12.1", probabilities, "those are probabilities"),
     ("12.1", fixed_temperature, "use the temperature you are given"),
-    ("12.2", rows_only, "only the image-to-text half"),
-    ("12.2", columns_only, "only the text-to-image half"),
-    ("12.2", both_rows, "only the image-to-text half"),
-    ("12.2", summed_directions, "average them"),
-    ("12.2", summed_over_batch, "take the mean"),
-    ("12.2", without_minus, "minus the log-probability"),
-    ("12.2", without_log, "take the log"),
-    ("12.2", as_float, "not a Python float"),
-    ("12.2", per_pair, "return one number"),
+    ("12.2", first_failure, "not only the first that fails"),
+    ("12.2", share_of_all_pairs, "You divided by all 60 pairs"),
+    ("12.2", last_kept_similarity, "above the threshold (>)"),
+    ("12.2", lessons_threshold, "not from the lesson's table"),
+    ("12.2", count_not_threshold, "keeps no pair at all"),
+    ("12.2", limit_fixed, "Lower it as far as the limit allows"),
+    ("12.2", assumes_sorted, "no particular order"),
+    ("12.2", every_threshold, "return one threshold"),
     ("12.3", dot_products, "normalise the text embeddings"),
     ("12.3", best_image_per_class, "argmax over the classes"),
     ("12.3", similarity_matrix, "whole similarity matrix"),
@@ -173,3 +196,9 @@ def test_wrong_answers_fail_with_a_helpful_message(exercise_id, answer, message)
     verdict = check(exercise_id, answer)
     assert not verdict.passed
     assert message in verdict.message, verdict.message
+
+
+@pytest.mark.parametrize("answer", [filter_threshold, midpoint])
+def test_12_2_every_right_threshold_passes(answer):
+    verdict = check("12.2", answer)
+    assert verdict.passed, verdict.message

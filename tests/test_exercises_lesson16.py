@@ -7,153 +7,88 @@ import torch
 
 from sdlearn.exercises import check
 
-# 16.1: where image to image starts
+# 16.1: a start and a budget
+
+def budget_right():
+    return 5, 0.6
 
 
-def start_of_strength(timesteps, strength):
-    steps = int(len(timesteps) * strength)
-    return int(timesteps[len(timesteps) - steps]), steps
+def budget_rounded_down():                  # another right answer: 5 * 0.75 still runs 3 steps
+    return 5, 0.75
 
 
-def from_the_end(timesteps, strength):
-    steps = int(len(timesteps) * strength)
-    return timesteps[-steps], steps                    # a tensor is fine, and so is counting from the end
+def budget_as_list_and_tensor():
+    return [5, torch.tensor(0.7)]
 
 
-def rounded(timesteps, strength):
-    steps = round(len(timesteps) * strength)
-    return int(timesteps[len(timesteps) - steps]), steps
+def budget_low_strength():
+    return 10, 0.3
 
 
-def rounded_up(timesteps, strength):
-    steps = math.ceil(len(timesteps) * strength)
-    return int(timesteps[len(timesteps) - steps]), steps
+def budget_too_many_calls():
+    return 10, 0.6
 
 
-def steps_skipped(timesteps, strength):
-    steps = int(len(timesteps) * strength)
-    return int(timesteps[len(timesteps) - steps]), len(timesteps) - steps
+def budget_four_calls():
+    return 5, 0.8
 
 
-def sdedit_t0(timesteps, strength):
-    return int(1000 * strength), int(len(timesteps) * strength)
+def budget_too_high():
+    return 3, 1.0
 
 
-def first_of_schedule(timesteps, strength):
-    return int(timesteps[0]), int(len(timesteps) * strength)
+def budget_strength_percent():
+    return 5, 60
 
 
-def head_of_schedule(timesteps, strength):
-    steps = int(len(timesteps) * strength)
-    return int(timesteps[min(steps, len(timesteps) - 1)]), steps
+def budget_one_number():
+    return 0.6
 
 
-def off_by_one(timesteps, strength):
-    steps = int(len(timesteps) * strength)
-    return int(timesteps[len(timesteps) - steps - 1]), steps
+# 16.2: the strength that keeps a share of the signal
+
+def _signals(scheduler, num_inference_steps):
+    scheduler.set_timesteps(num_inference_steps)
+    timesteps = scheduler.timesteps
+    return [scheduler.alphas_cumprod[timesteps[num_inference_steps - k]].sqrt().item()
+            for k in range(1, num_inference_steps + 1)]
 
 
-def one_number(timesteps, strength):
-    return int(timesteps[len(timesteps) - int(len(timesteps) * strength)])
+def signal_right(scheduler, num_inference_steps, min_signal):
+    signals = _signals(scheduler, num_inference_steps)
+    best = max(k for k in range(1, num_inference_steps + 1) if signals[k - 1] >= min_signal)
+    return best / num_inference_steps
 
 
-# 16.2: noising the encoded picture
-
-def noised_latents(vae, images, alphas_cumprod, timestep, generator):
-    with torch.no_grad():
-        latents = vae.encode(images * 2 - 1).latent_dist.sample(generator) * vae.config.scaling_factor
-    noise = torch.randn(latents.shape, generator=generator)
-    a = alphas_cumprod[timestep]
-    return a.sqrt() * latents + (1 - a).sqrt() * noise
+def signal_midway(scheduler, num_inference_steps, min_signal):     # another right answer: inside the same step
+    return min(signal_right(scheduler, num_inference_steps, min_signal) + 0.5 / num_inference_steps, 1.0)
 
 
-def with_diffusers_add_noise(vae, images, alphas_cumprod, timestep, generator):
-    from diffusers import DDIMScheduler
-
-    from sdlearn.pipelines import scheduler_config
-
-    with torch.no_grad():
-        latents = vae.encode(2 * images - 1).latent_dist.sample(generator=generator)
-    latents = latents * vae.config.scaling_factor
-    noise = torch.randn(latents.shape, generator=generator)
-    scheduler = DDIMScheduler.from_config(scheduler_config("squaredcos_cap_v2", "v_prediction"))
-    return scheduler.add_noise(latents, noise, torch.tensor([timestep]))
+def signal_linear(scheduler, num_inference_steps, min_signal):
+    return 1 - min_signal
 
 
-def noise_first(vae, images, alphas_cumprod, timestep, generator):
-    noise = torch.randn((images.shape[0], 4, 8, 8), generator=generator)
-    with torch.no_grad():
-        latents = vae.encode(images * 2 - 1).latent_dist.sample(generator) * vae.config.scaling_factor
-    a = alphas_cumprod[timestep]
-    return a.sqrt() * latents + (1 - a).sqrt() * noise
+def signal_alpha_bar(scheduler, num_inference_steps, min_signal):
+    signals = _signals(scheduler, num_inference_steps)
+    return max(k for k in range(1, num_inference_steps + 1) if signals[k - 1] ** 2 >= min_signal) / num_inference_steps
 
 
-def posterior_mean(vae, images, alphas_cumprod, timestep, generator):
-    with torch.no_grad():
-        latents = vae.encode(images * 2 - 1).latent_dist.mode() * vae.config.scaling_factor
-    noise = torch.randn(latents.shape, generator=generator)
-    a = alphas_cumprod[timestep]
-    return a.sqrt() * latents + (1 - a).sqrt() * noise
+def signal_smallest(scheduler, num_inference_steps, min_signal):
+    return 1 / num_inference_steps
 
 
-def no_scaling_factor(vae, images, alphas_cumprod, timestep, generator):
-    with torch.no_grad():
-        latents = vae.encode(images * 2 - 1).latent_dist.sample(generator)
-    noise = torch.randn(latents.shape, generator=generator)
-    a = alphas_cumprod[timestep]
-    return a.sqrt() * latents + (1 - a).sqrt() * noise
+def signal_one_too_many(scheduler, num_inference_steps, min_signal):
+    return signal_right(scheduler, num_inference_steps, min_signal) + 1 / num_inference_steps
 
 
-def zero_one_range(vae, images, alphas_cumprod, timestep, generator):
-    with torch.no_grad():
-        latents = vae.encode(images).latent_dist.sample(generator) * vae.config.scaling_factor
-    noise = torch.randn(latents.shape, generator=generator)
-    a = alphas_cumprod[timestep]
-    return a.sqrt() * latents + (1 - a).sqrt() * noise
+def signal_paper_t0(scheduler, num_inference_steps, min_signal):      # t0 = strength x 1000, as in SDEdit
+    strengths = [k / num_inference_steps for k in range(1, num_inference_steps + 1)]
+    kept = [scheduler.alphas_cumprod[min(int(s * 1000), 999)].sqrt().item() for s in strengths]
+    return max(s for s, signal in zip(strengths, kept) if signal >= min_signal)
 
 
-def variances(vae, images, alphas_cumprod, timestep, generator):
-    with torch.no_grad():
-        latents = vae.encode(images * 2 - 1).latent_dist.sample(generator) * vae.config.scaling_factor
-    noise = torch.randn(latents.shape, generator=generator)
-    a = alphas_cumprod[timestep]
-    return a * latents + (1 - a) * noise
-
-
-def unsquared_noise(vae, images, alphas_cumprod, timestep, generator):
-    with torch.no_grad():
-        latents = vae.encode(images * 2 - 1).latent_dist.sample(generator) * vae.config.scaling_factor
-    noise = torch.randn(latents.shape, generator=generator)
-    a = alphas_cumprod[timestep]
-    return a.sqrt() * latents + (1 - a) * noise
-
-
-def swapped_weights(vae, images, alphas_cumprod, timestep, generator):
-    with torch.no_grad():
-        latents = vae.encode(images * 2 - 1).latent_dist.sample(generator) * vae.config.scaling_factor
-    noise = torch.randn(latents.shape, generator=generator)
-    a = alphas_cumprod[timestep]
-    return (1 - a).sqrt() * latents + a.sqrt() * noise
-
-
-def noise_without_generator(vae, images, alphas_cumprod, timestep, generator):
-    with torch.no_grad():
-        latents = vae.encode(images * 2 - 1).latent_dist.sample(generator) * vae.config.scaling_factor
-    a = alphas_cumprod[timestep]
-    return a.sqrt() * latents + (1 - a).sqrt() * torch.randn_like(latents)
-
-
-def fixed_timestep(vae, images, alphas_cumprod, timestep, generator):
-    with torch.no_grad():
-        latents = vae.encode(images * 2 - 1).latent_dist.sample(generator) * vae.config.scaling_factor
-    noise = torch.randn(latents.shape, generator=generator)
-    a = alphas_cumprod[599]
-    return a.sqrt() * latents + (1 - a).sqrt() * noise
-
-
-def pixels_noised(vae, images, alphas_cumprod, timestep, generator):
-    a = alphas_cumprod[timestep]
-    return a.sqrt() * images + (1 - a).sqrt() * torch.randn(images.shape, generator=generator)
+def signal_fixed(scheduler, num_inference_steps, min_signal):
+    return 0.4
 
 
 # 16.3: choosing the strength
@@ -221,24 +156,18 @@ def never_none(strengths, to_prompt_class, to_input_class, distance):
 
 
 WRONG = [
-    ("16.1", rounded, "it does not round to the nearest"),
-    ("16.1", rounded_up, "not up"),
-    ("16.1", steps_skipped, "the number of steps skipped"),
-    ("16.1", sdedit_t0, "strength x 1000"),
-    ("16.1", first_of_schedule, "the first timestep of the whole schedule"),
-    ("16.1", head_of_schedule, "from the wrong end"),
-    ("16.1", off_by_one, "off by one"),
-    ("16.1", one_number, "return two numbers"),
-    ("16.2", noise_first, "you drew the noise before sampling"),
-    ("16.2", posterior_mean, "uses the mean of the encoder's Gaussian"),
-    ("16.2", no_scaling_factor, "you forgot the scaling factor"),
-    ("16.2", zero_one_range, "images * 2 - 1"),
-    ("16.2", variances, "mixes with the variances"),
-    ("16.2", unsquared_noise, "not (1 - abar)"),
-    ("16.2", swapped_weights, "the wrong way round"),
-    ("16.2", noise_without_generator, "with the generator you are given"),
-    ("16.2", fixed_timestep, "use the timestep you are given"),
-    ("16.2", pixels_noised, "encode it first"),
+    ("16.1", budget_low_strength, "Keep the strength near 0.6 and use fewer steps"),
+    ("16.1", budget_too_many_calls, "the right start, but over the budget"),
+    ("16.1", budget_four_calls, "over the budget of 3 calls, and not between"),
+    ("16.1", budget_too_high, "start lower"),
+    ("16.1", budget_strength_percent, "a number in (0, 1]"),
+    ("16.1", budget_one_number, "return two things"),
+    ("16.2", signal_linear, "straight line"),
+    ("16.2", signal_alpha_bar, "its square root"),
+    ("16.2", signal_smallest, "the question is the largest"),
+    ("16.2", signal_one_too_many, "too strong"),
+    ("16.2", signal_paper_t0, "as the SDEdit paper sets t0"),
+    ("16.2", signal_fixed, "Take the largest strength that passes"),
     ("16.3", strictly_above, "not > 0.9"),
     ("16.3", left_the_input_class, "a third class"),
     ("16.3", smallest_that_switches, "do not always grow with strength"),
@@ -258,8 +187,9 @@ def test_wrong_answers_fail_with_a_helpful_message(exercise_id, answer, message)
     assert message in verdict.message, verdict.message
 
 
-@pytest.mark.parametrize("exercise_id, answer", [("16.1", start_of_strength), ("16.1", from_the_end),
-                                                 ("16.2", noised_latents), ("16.2", with_diffusers_add_noise),
+@pytest.mark.parametrize("exercise_id, answer", [("16.1", budget_right), ("16.1", budget_rounded_down),
+                                                 ("16.1", budget_as_list_and_tensor), ("16.2", signal_right),
+                                                 ("16.2", signal_midway),
                                                  ("16.3", choose_strength), ("16.3", choose_with_tensors)])
 def test_other_right_answers_pass(exercise_id, answer):
     """Right answers written differently from the lesson's solutions pass too."""
@@ -280,18 +210,3 @@ def test_the_strength_tables_have_the_features_the_check_relies_on():
     for table in tables.values():
         for p, i in zip(table["to_prompt_class"], table["to_input_class"]):
             assert 0 <= p and 0 <= i and p + i <= 1 + 1e-12
-
-
-def test_the_noising_check_tells_the_mistakes_apart():
-    """Every wrong way of noising differs from the right one by more than the check's tolerance."""
-    from sdlearn.exercises.lesson16 import _images, _noised, _vae
-    from sdlearn.pipelines import scheduler_config
-    from diffusers import DDIMScheduler
-
-    vae = _vae()
-    alphas_cumprod = DDIMScheduler.from_config(scheduler_config("squaredcos_cap_v2", "v_prediction")).alphas_cumprod
-    right = _noised(vae, _images(), alphas_cumprod, 599, 16)
-    for mistake in [dict(order="noise first"), dict(encode="mode"), dict(scale=False), dict(to_range=False),
-                    dict(mix="variance"), dict(mix="half"), dict(mix="swapped")]:
-        wrong = _noised(vae, _images(), alphas_cumprod, 599, 16, **mistake)
-        assert not torch.allclose(wrong, right, rtol=1e-3, atol=1e-3), mistake

@@ -7,163 +7,146 @@ import torch
 
 from sdlearn.exercises import check
 
-# 18.1: put the other rows back
+# 18.1: where Adam moves a row
 
 
-def restore_rows(table, original, new_ids):
-    keep = torch.ones(len(table), dtype=torch.bool)
-    keep[new_ids] = False
-    with torch.no_grad():
-        table[keep] = original[keep]
+def adam_row_after(row, gradient, lr, steps):
+    return row - lr * steps * gradient.sign()
 
 
-def restore_everything(table, original, new_ids):
-    with torch.no_grad():
-        table.copy_(original)
+def adam_by_experiment(row, gradient, lr, steps):          # another right answer: run the optimizer
+    parameter = torch.nn.Parameter(row.clone())
+    optimizer = torch.optim.Adam([parameter], lr=lr)
+    for _ in range(steps):
+        parameter.grad = gradient.clone()
+        optimizer.step()
+    return parameter.detach()
 
 
-def restore_only_the_new(table, original, new_ids):
-    with torch.no_grad():
-        table[new_ids] = original[new_ids]
+def adam_as_sgd(row, gradient, lr, steps):
+    return row - lr * steps * gradient
 
 
-def returns_a_copy(table, original, new_ids):
-    restored = original.clone()
-    restored[new_ids] = table.detach()[new_ids]
-    return restored
+def adam_one_step(row, gradient, lr, steps):
+    return row - lr * gradient.sign()
 
 
-def copy_into_a_copy(table, original, new_ids):
-    keep = torch.ones(len(table), dtype=torch.bool)
-    keep[new_ids] = False
-    with torch.no_grad():
-        table[keep].copy_(original[keep])
+def adam_uphill(row, gradient, lr, steps):
+    return row + lr * steps * gradient.sign()
 
 
-def first_new_id_only(table, original, new_ids):
-    restore_rows(table, original, new_ids[:1])
+def adam_vector_norm(row, gradient, lr, steps):
+    return row - lr * steps * gradient / gradient.norm()
 
 
-def without_no_grad(table, original, new_ids):
-    keep = torch.ones(len(table), dtype=torch.bool)
-    keep[new_ids] = False
-    table[keep] = original[keep]
+def adam_zero_moves_too(row, gradient, lr, steps):
+    return row - lr * steps * torch.where(gradient >= 0, 1.0, -1.0)
 
 
-def into_the_original(table, original, new_ids):
-    with torch.no_grad():
-        original[new_ids] = table[new_ids]
-        table.copy_(original)
+def adam_fixed_arguments(row, gradient, lr, steps):
+    return row - 1e-2 * 5 * gradient.sign()
 
 
 @pytest.mark.parametrize("answer,message", [
-    (restore_everything, "put the new rows back too"), (restore_only_the_new, "the other way round"),
-    (returns_a_copy, "did not change"), (copy_into_a_copy, "writes into a copy"),
-    (first_new_id_only, "wrong with two"), (without_no_grad, "torch.no_grad()"),
-    (into_the_original, "`original` changed"),
+    (adam_as_sgd, "plain gradient descent"), (adam_one_step, "that is one step"), (adam_uphill, "downhill"),
+    (adam_vector_norm, "length of the whole gradient vector"), (adam_zero_moves_too, "exactly 0 does not move"),
+    (adam_fixed_arguments, "use the arguments you are given"),
 ])
 def test_18_1_names_the_mistake(answer, message):
     verdict = check("18.1", answer)
     assert not verdict.passed and message in verdict.message, verdict
 
 
-def test_18_1_right_answer_passes():
-    assert check("18.1", restore_rows).passed
+@pytest.mark.parametrize("answer", [adam_row_after, adam_by_experiment])
+def test_18_1_right_answers_pass(answer):
+    assert check("18.1", answer).passed
 
 
-# 18.2: start from a one-token word
+# 18.2: how long until a frozen row has shrunk
 
-def initial_row(tokenizer, table, word):
-    ids = tokenizer.encode(word, add_special_tokens=False)
-    if len(ids) != 1:
-        raise ValueError(f"{word!r} is {len(ids)} tokens, not one")
-    return table[ids[0]].clone()
+def steps_to_shrink(lr, weight_decay, factor):
+    return math.ceil(math.log(factor) / math.log(1 - lr * weight_decay))
 
 
-def with_special_tokens(tokenizer, table, word):
-    return table[tokenizer.encode(word)[0]].clone()
+def steps_by_counting(lr, weight_decay, factor):           # another right answer: count the steps
+    length, steps = 1.0, 0
+    while length > factor:
+        length *= 1 - lr * weight_decay
+        steps += 1
+    return steps
 
 
-def end_token(tokenizer, table, word):
-    return table[tokenizer.encode(word)[-1]].clone()
+def steps_rounded_down(lr, weight_decay, factor):
+    return math.floor(math.log(factor) / math.log(1 - lr * weight_decay))
 
 
-def token_string(tokenizer, table, word):
-    return table[tokenizer.convert_tokens_to_ids(word)].clone()
+def steps_approximated(lr, weight_decay, factor):
+    return math.ceil(-math.log(factor) / (lr * weight_decay))
 
 
-def a_view(tokenizer, table, word):
-    ids = tokenizer.encode(word, add_special_tokens=False)
-    if len(ids) != 1:
-        raise ValueError(f"{word!r} is {len(ids)} tokens")
-    return table[ids[0]]
+def steps_without_lr(lr, weight_decay, factor):
+    return math.ceil(math.log(factor) / math.log(1 - weight_decay))
 
 
-def first_piece(tokenizer, table, word):
-    return table[tokenizer.encode(word, add_special_tokens=False)[0]].clone()
-
-
-def average_of_pieces(tokenizer, table, word):
-    return table[tokenizer.encode(word, add_special_tokens=False)].mean(0)
-
-
-def asserts(tokenizer, table, word):
-    ids = tokenizer.encode(word, add_special_tokens=False)
-    assert len(ids) == 1
-    return table[ids[0]].clone()
+def steps_as_float(lr, weight_decay, factor):
+    return math.log(factor) / math.log(1 - lr * weight_decay)
 
 
 @pytest.mark.parametrize("answer,message", [
-    (with_special_tokens, "<|startoftext|>"), (end_token, "<|endoftext|>"), (token_string, "</w>"),
-    (a_view, "view into the table"), (first_piece, "you took the first"), (average_of_pieces, "averaged"),
-    (asserts, "raise a ValueError"),
+    (steps_rounded_down, "round up"), (steps_approximated, "ln(1 - x) ~ -x"),
+    (steps_without_lr, "not 1 - weight_decay"), (steps_as_float, "whole number of steps"),
 ])
 def test_18_2_names_the_mistake(answer, message):
     verdict = check("18.2", answer)
     assert not verdict.passed and message in verdict.message, verdict
 
 
-def test_18_2_right_answer_passes():
-    assert check("18.2", initial_row).passed
+@pytest.mark.parametrize("answer", [steps_to_shrink, steps_by_counting])
+def test_18_2_right_answers_pass(answer):
+    assert check("18.2", answer).passed
 
 
-# 18.3: the nearest words
+# 18.3: how similar is a random row by chance
 
-def nearest_tokens(table, vector, k, exclude):
-    similarity = torch.nn.functional.cosine_similarity(table, vector[None], dim=1)
-    similarity[exclude] = -math.inf
-    return similarity.topk(k).indices.tolist()
-
-
-def dot_product(table, vector, k, exclude):
-    scores = table @ vector
-    scores[exclude] = -math.inf
-    return scores.topk(k).indices.tolist()
+def chance_similarity(num_rows, dim):
+    generator = torch.Generator().manual_seed(0)
+    largest = []
+    for _ in range(20):
+        vector = torch.randn(dim, generator=generator)
+        rows = torch.randn(num_rows, dim, generator=generator)
+        largest.append(torch.nn.functional.cosine_similarity(rows, vector[None], dim=1).max())
+    return torch.stack(largest).median().item()
 
 
-def euclidean(table, vector, k, exclude):
-    distance = (table - vector).norm(dim=1)
-    distance[exclude] = math.inf
-    return distance.topk(k, largest=False).indices.tolist()
+def chance_mean(num_rows, dim):
+    generator = torch.Generator().manual_seed(0)
+    vector, rows = torch.randn(dim, generator=generator), torch.randn(num_rows, dim, generator=generator)
+    return torch.nn.functional.cosine_similarity(rows, vector[None], dim=1).mean().item()
 
 
-def least_similar(table, vector, k, exclude):
-    similarity = torch.nn.functional.cosine_similarity(table, vector[None], dim=1)
-    similarity[exclude] = math.inf
-    return similarity.topk(k, largest=False).indices.tolist()
+def chance_dot_products(num_rows, dim):
+    generator = torch.Generator().manual_seed(0)
+    vector, rows = torch.randn(dim, generator=generator), torch.randn(num_rows, dim, generator=generator)
+    return (rows @ vector).max().item()
 
 
-def keeps_excluded(table, vector, k, exclude):
-    return torch.nn.functional.cosine_similarity(table, vector[None], dim=1).topk(k).indices.tolist()
+def chance_positive_rows(num_rows, dim):
+    generator = torch.Generator().manual_seed(0)
+    vector, rows = torch.rand(dim, generator=generator), torch.rand(num_rows, dim, generator=generator)
+    return torch.nn.functional.cosine_similarity(rows, vector[None], dim=1).max().item()
 
 
-def by_id(table, vector, k, exclude):
-    return sorted(nearest_tokens(table, vector, k, exclude))
+def chance_limit(num_rows, dim):
+    return math.sqrt(2 * math.log(num_rows) / dim)
+
+
+def chance_fixed(num_rows, dim):
+    return 0.49
 
 
 @pytest.mark.parametrize("answer,message", [
-    (dot_product, "dot product"), (euclidean, "Euclidean"), (least_similar, "least similar"),
-    (keeps_excluded, "exclude"), (by_id, "wrong order"),
+    (chance_mean, "the largest of them"), (chance_dot_products, "at most 1"), (chance_positive_rows, "torch.randn"),
+    (chance_limit, "large-n limit"), (chance_fixed, "many draws give about 0.24"),
 ])
 def test_18_3_names_the_mistake(answer, message):
     verdict = check("18.3", answer)
@@ -171,52 +154,4 @@ def test_18_3_names_the_mistake(answer, message):
 
 
 def test_18_3_right_answer_passes():
-    assert check("18.3", nearest_tokens).passed
-
-
-# 18.4: weight decay without a gradient
-
-def decayed_row(row, lr, weight_decay, steps):
-    return row * (1 - lr * weight_decay) ** steps
-
-
-def unchanged(row, lr, weight_decay, steps):
-    return row.clone()
-
-
-def without_lr(row, lr, weight_decay, steps):
-    return row * (1 - weight_decay) ** steps
-
-
-def one_step(row, lr, weight_decay, steps):
-    return row * (1 - lr * weight_decay)
-
-
-def linear(row, lr, weight_decay, steps):
-    return row * (1 - lr * weight_decay * steps)
-
-
-def exponential(row, lr, weight_decay, steps):
-    return row * math.exp(-lr * weight_decay * steps)
-
-
-def adam_l2(row, lr, weight_decay, steps):
-    weights = torch.nn.Parameter(row.clone())
-    optimizer = torch.optim.Adam([weights], lr=lr, weight_decay=weight_decay)
-    for _ in range(steps):
-        weights.grad = torch.zeros_like(weights)
-        optimizer.step()
-    return weights.detach()
-
-
-@pytest.mark.parametrize("answer,message", [
-    (unchanged, "did not move"), (without_lr, "left out the learning rate"), (one_step, "that is one step"),
-    (linear, "linear"), (exponential, "exp("), (adam_l2, "torch.optim.Adam's weight_decay"),
-])
-def test_18_4_names_the_mistake(answer, message):
-    verdict = check("18.4", answer)
-    assert not verdict.passed and message in verdict.message, verdict
-
-
-def test_18_4_right_answer_passes():
-    assert check("18.4", decayed_row).passed
+    assert check("18.3", chance_similarity).passed

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from functools import partial
 
 import torch
 import torch.nn.functional as F
 
 from sdlearn.exercises import Failed, exercise, name_the_mistake, same_tensor
-from sdlearn.losses import contrastive_loss
 from sdlearn.models.clip import retrieve
 
 
@@ -61,47 +61,97 @@ def check_clip_logits(clip_logits):
     return "cos(image_i, text_j) / temperature, what SmallCLIP's forward returns."
 
 
-@exercise("12.2", "the symmetric contrastive loss")
-def check_symmetric_infonce(symmetric_infonce):
+def _filter_data():
+    """60 pairs whose similarities are all different, listed in a random order, with 12 wrong captions.
+
+    Ranked from the most similar down, the wrong captions sit at ranks 2 (so the share of wrong pairs
+    among the kept first rises above any small limit, then falls again), 30, 33, 41, ... (the tail).
+    The similarities lie between -0.25 and 0.35, a scale other than the lesson's.
+    """
     g = torch.Generator().manual_seed(122)
-    logits = (3 * torch.randn(6, 6, generator=g)).requires_grad_(True)   # not symmetric: the two directions differ
-    got = symmetric_infonce(logits)
-    expected = contrastive_loss(logits.detach())
-    if isinstance(got, float):
-        raise Failed("return the loss as a tensor, not a Python float (.item() cuts it from the graph, and "
-                     "training needs loss.backward()).")
-    if not isinstance(got, torch.Tensor):
-        raise Failed("return the loss as a tensor with a single number.")
-    if got.numel() != 1:
-        raise Failed(f"return one number, the average over the batch, not a tensor of shape {tuple(got.shape)}.")
-    if not got.requires_grad:
-        raise Failed("the loss has no gradient: compute it with torch operations on the logits, without .item(), "
-                     ".detach() or .numpy().")
-    got = got.detach().reshape(())
-    n = logits.shape[0]
-    targets = torch.arange(n)
-    x = logits.detach()
-    rows = F.cross_entropy(x, targets)
-    columns = F.cross_entropy(x.T, targets)
-    wrong = {
-        "that is only the image-to-text half (a softmax over each row); add the text-to-image half (a softmax "
-        "over each column) and average the two.": rows,
-        "that is only the text-to-image half (a softmax over each column); add the image-to-text half (a softmax "
-        "over each row) and average the two.": columns,
-        "you added the two directions; average them (divide by 2).": rows + columns,
-        "you summed over the batch; take the mean over the N pairs.": n * expected,
-        "the loss is negative: it is minus the log-probability of the right answer.": -expected,
-        "take the log of the probabilities: the loss is -log p, the cross-entropy.":
-            -(x.softmax(1).diagonal().mean() + x.softmax(0).diagonal().mean()) / 2,
-    }
-    _name_the_mistake(got, wrong)
-    if not torch.allclose(got, expected, atol=1e-4):
-        raise Failed("the loss differs from the average of the cross-entropy over the rows (targets 0..N-1) and "
-                     "over the columns. The right answer for row i and for column i is the diagonal entry i, i.")
-    matched = 20 * torch.eye(4)
-    if symmetric_infonce(matched).item() > 1e-6:
-        raise Failed("a batch where every image is far closer to its own caption should give a loss near 0.")
-    return "equal to sdlearn's contrastive_loss (and to CLIPModel's loss in transformers)."
+    n = 60
+    ranked = torch.linspace(0.35, -0.25, n, dtype=torch.float64)
+    ranked = ranked + 0.004 * torch.rand(n, generator=g, dtype=torch.float64)    # distinct, not evenly spaced
+    wrong_ranks = [2, 30, 33, 41, 45, 47, 49, 52, 53, 55, 56, 58]
+    wrong_ranked = torch.zeros(n, dtype=torch.bool)
+    wrong_ranked[wrong_ranks] = True
+    shuffle = torch.randperm(n, generator=g)
+    return ranked[shuffle].float(), wrong_ranked[shuffle]
+
+
+def _as_threshold(answer):
+    """The student's threshold as a Python float, or Failed."""
+    if isinstance(answer, torch.Tensor):
+        if answer.numel() != 1:
+            raise Failed(f"return one threshold, a single number, not a tensor of shape {tuple(answer.shape)}.")
+        answer = answer.item()
+    if isinstance(answer, bool) or not isinstance(answer, (int, float)):
+        try:
+            answer = float(answer)              # numpy numbers
+        except (TypeError, ValueError):
+            raise Failed(f"return the threshold, one number, not {type(answer).__name__}.") from None
+    if math.isnan(answer):
+        raise Failed("the threshold is NaN: a comparison with NaN keeps nothing.")
+    return float(answer)
+
+
+def _grade_threshold(filter_threshold, similarity, wrong, max_wrong_share):
+    """Run the student's function once and judge the pairs its threshold keeps."""
+    threshold = _as_threshold(filter_threshold(similarity.clone(), wrong.clone(), max_wrong_share))
+    ranked, order = similarity.double().sort(descending=True)
+    wrong_ranked = wrong[order]
+    counts = torch.arange(1, len(ranked) + 1, dtype=torch.float64)
+    wrong_counts = wrong_ranked.double().cumsum(0)
+    allowed = wrong_counts <= max_wrong_share * counts + 1e-9          # keeping the first k passes the limit
+    best = allowed.nonzero().max().item() + 1                           # the most pairs one may keep
+    best_right = (~wrong_ranked[:best]).sum().item()
+    kept = similarity.double() > threshold
+    n_kept, n_wrong = kept.sum().item(), (kept & wrong).sum().item()
+    n_right = n_kept - n_wrong
+    first_failure = (~allowed).nonzero().min().item() if not allowed.all() else len(ranked)
+    limit = f"{max_wrong_share:.0%}"
+    if n_kept == 0:
+        raise Failed(f"your threshold {threshold:.3f} keeps no pair at all (the similarities here lie between "
+                     f"{similarity.min().item():.2f} and {similarity.max().item():.2f}). A threshold belongs to "
+                     "its model and data: compute it from the similarities you are given, not from the lesson's table.")
+    in_given_order = wrong.double().cumsum(0) <= max_wrong_share * counts + 1e-9     # as if already sorted
+    k = in_given_order.nonzero().max().item() + 1
+    if k < len(similarity) and torch.equal(kept, similarity.double() > similarity[k].double()):
+        raise Failed("the pairs come in no particular order: you counted the wrong captions in the order given. "
+                     "Rank the pairs by similarity first (most similar first), then count.")
+    if n_wrong > max_wrong_share * n_kept + 1e-9:
+        overall = n_wrong / len(similarity)
+        if overall <= max_wrong_share + 1e-9:
+            raise Failed(f"of the {n_kept} pairs your threshold keeps, {n_wrong} ({n_wrong / n_kept:.1%}) have a wrong "
+                         f"caption, more than the {limit} allowed. You divided by all {len(similarity)} pairs "
+                         f"({overall:.1%}); the limit is on the share among the pairs kept: wrong kept / kept.")
+        raise Failed(f"of the {n_kept} pairs your threshold keeps, {n_wrong} ({n_wrong / n_kept:.1%}) have a wrong "
+                     f"caption, more than the {limit} allowed.")
+    if n_right < best_right:
+        if n_kept == best - 1 and abs(threshold - ranked[best - 1].item()) < 1e-6:
+            raise Failed("your threshold is the similarity of the last pair you meant to keep, and a pair is kept "
+                         "only when its similarity is above the threshold (>), so that pair is lost. Return something "
+                         "just below it, for example the next pair's similarity.")
+        if n_kept <= first_failure:
+            raise Failed(f"your threshold keeps only the {n_kept} most similar pairs: it stops where the share of wrong "
+                         f"captions first goes over {limit}. Further down that share falls again, as right pairs "
+                         f"are added: a lower threshold keeps {best_right} right pairs within the limit. Look at every "
+                         "possible threshold, not only the first that fails.")
+        raise Failed(f"your threshold keeps {n_right} right pairs; a lower one keeps {best_right} with at most "
+                     f"{limit} wrong captions among the kept. Lower it as far as the limit allows.")
+    return threshold
+
+
+@exercise("12.2", "a threshold for the CLIP filter")
+def check_filter_threshold(filter_threshold):
+    similarity, wrong = _filter_data()
+    _grade_threshold(filter_threshold, similarity, wrong, 0.06)
+    _grade_threshold(filter_threshold, similarity, wrong, 0.15)      # another limit: use the one you are given
+    threshold = _grade_threshold(filter_threshold, similarity, wrong, 0.3)   # every pair may be kept
+    if not (similarity.double() > threshold).all():
+        raise Failed("with a limit of 30% every pair may be kept: return a threshold below the smallest similarity.")
+    return ("the longest list of most similar pairs whose share of wrong captions stays within the limit, and a "
+            "threshold just below its last pair.")
 
 
 @exercise("12.3", "zero-shot prediction from embeddings")

@@ -13,134 +13,159 @@ _close = partial(same_tensor, atol=1e-5)      # this lesson's tolerances
 _name_the_mistake = partial(name_the_mistake, atol=1e-5)
 
 
-@exercise("13.1", "a class embedding from a one-hot vector")
-def check_class_embedding(class_embedding):
-    g = torch.Generator().manual_seed(131)
-    table = torch.randn(11, 6, generator=g)           # 10 classes and a null class, 6 numbers each
-    labels = torch.tensor([3, 0, 7, 3, 9, 1])         # the last row (10) is not asked for
+def _as_rows(answer, num_rows):
+    """The student's rows as a sorted list of ints, or Failed."""
+    if isinstance(answer, torch.Tensor):
+        if answer.dtype == torch.bool:
+            if answer.shape != (num_rows,):
+                raise Failed(f"a boolean mask should have one entry per row of the table, {num_rows}, "
+                             f"got shape {tuple(answer.shape)}.")
+            answer = answer.nonzero()[:, 0]
+        if answer.is_floating_point():
+            raise Failed("return row indices (integers), not gradients or other numbers.")
+        answer = answer.flatten().tolist()
     try:
-        got = class_embedding(labels.clone(), table.clone())
-    except RuntimeError as error:
-        text = str(error)
-        if "cannot be multiplied" in text or "size mismatch" in text or "must match" in text:
-            raise Failed("the shapes do not fit for a matrix product. torch.nn.functional.one_hot(labels) makes as "
-                         "many columns as the largest label plus one (here 10, but the table has 11 rows): pass "
-                         "num_classes=table.shape[0]. The product is one_hot (B, C) @ table (C, D).") from None
-        if "dtype" in text or "expected" in text or "not implemented" in text.lower():
-            raise Failed("one_hot returns integers (int64); turn it into floats (.float() or .to(table.dtype)) "
-                         "before multiplying with the table.") from None
-        raise
-    expected = table[labels]                          # (6, 6): one row of the table per label
-    if not isinstance(got, torch.Tensor):
-        raise Failed("return a tensor, one row of the table per label: shape (B, D).")
-    if tuple(got.shape) == (6, 11):
-        raise Failed("that looks like the one-hot vectors themselves (B, C); multiply them by the table.")
-    if tuple(got.shape) == (6,):
-        raise Failed("return one embedding per label, shape (B, D), not a single vector (did you sum over the batch?).")
-    if got.shape != expected.shape:
-        raise Failed(f"for 6 labels and a table of 11 rows of 6 numbers the result should have shape (6, 6), "
-                     f"got {tuple(got.shape)}.")
-    wrong = {
-        "each label seems shifted by one: class y is row y of the table (classes count from 0).": table[labels + 1],
-        "every row is the same, the sum of several rows of the table: it looks like one_hot[:, labels] = 1, which "
-        "puts a 1 for every label into every row. Use one_hot[torch.arange(B), labels] = 1, or "
-        "torch.nn.functional.one_hot.": table[labels.unique()].sum(dim=0).expand(6, 6),
-    }
-    _name_the_mistake(got, wrong)
-    if not _close(got, expected):
-        raise Failed("the result differs from the rows of the table picked by the labels, table[labels].")
-    labels_10 = torch.tensor([10, 2])
-    if not _close(class_embedding(labels_10, table), table[labels_10]):
-        raise Failed("right for these labels, wrong when a label is the last row (10): use all C rows of the table.")
-    return "one_hot(labels) @ table is table[labels]: an nn.Embedding is this product without building the one-hot."
+        rows = [int(row) for row in answer]
+    except (TypeError, ValueError):
+        raise Failed(f"return the rows as a list of integers, not {type(answer).__name__}.") from None
+    if len(set(rows)) != len(rows):
+        raise Failed(f"you listed a row more than once ({rows}): name each row once.")
+    return sorted(rows)
 
 
-@exercise("13.2", "a null class for classifier-free training")
-def check_labels_for_training(labels_for_training):
-    labels = torch.tensor([0, 9, 4, 7, 0, 2])
-    drop = torch.tensor([True, False, False, True, False, True])
-    original = labels.clone()
-    got = labels_for_training(labels, drop.clone(), 10)
-    if not isinstance(got, torch.Tensor):
-        raise Failed("return a tensor of labels, one per image.")
-    if not torch.equal(labels, original):
-        raise Failed("you changed the caller's labels in place; work on a copy (labels.clone(), or torch.where), "
-                     "the same labels may be used again, for instance to measure accuracy.")
-    if got.shape != labels.shape:
-        raise Failed(f"keep one label per image, shape {tuple(labels.shape)}, got {tuple(got.shape)}; a dropped "
-                     "label is replaced, not removed (the image is still trained on, without its class).")
-    if got.is_floating_point():
-        raise Failed("labels index an embedding table: keep them integers (torch.long), not floats.")
-    expected = torch.where(drop, torch.tensor(10), labels)
-    null_values = got[drop]
-    if torch.equal(got[~drop], labels[~drop]) and null_values.unique().numel() == 1:
-        null = null_values[0].item()
-        if null == 0:
-            raise Failed("0 is a real class (t-shirt): a dropped label would be trained as a t-shirt. Use the extra "
-                         "row of the table, index num_classes.")
-        if null == 9:
-            raise Failed("9 is the last real class (ankle boot), not a new one. The null class is num_classes, one "
-                         "past the last label.")
-        if null == -1:
-            raise Failed("-1 is not a row of an embedding table (nn.Embedding raises an IndexError; in plain indexing "
-                         "it would silently pick the last row). Use num_classes.")
-        if null == 11:
-            raise Failed("with labels 0 to 9, the null class is 10 (num_classes), the 11th row of an 11-row table; "
-                         "11 would need a 12th row.")
-    if torch.equal(got, torch.where(~drop, torch.tensor(10), labels)):
-        raise Failed("you replaced the labels that are kept: replace those where drop is True.")
-    if not torch.equal(got, expected):
-        raise Failed("where drop is True the label should be num_classes (10 here), elsewhere unchanged.")
-    again = labels_for_training(torch.tensor([1, 2]), torch.tensor([False, True]), 3)
-    if not torch.equal(again, torch.tensor([1, 3])):
-        raise Failed("right for 10 classes, wrong for 3: use num_classes, not a fixed 10.")
-    return "the table has num_classes + 1 rows; the last one learns what 'no class' means."
+def _rows_with_gradient(labels, drop, num_classes):
+    """The experiment: one backward pass through an nn.Embedding, and the rows whose gradient is not zero."""
+    g = torch.Generator().manual_seed(131)
+    table = torch.nn.Embedding(num_classes + 1, 4)
+    used = torch.where(drop, torch.full_like(labels, num_classes), labels)
+    loss = (table(used) * torch.randn(len(labels), 4, generator=g)).sum()
+    loss.backward()
+    return (table.weight.grad.abs().sum(dim=1) > 0).nonzero()[:, 0].tolist()
 
 
-@exercise("13.3", "cross-attention, one head")
-def check_cross_attention(cross_attention):
+@exercise("13.1", "which rows of the class table learn")
+def check_rows_that_learn(rows_that_learn):
+    cases = [   # labels, drop, num_classes: a class seen only dropped, no drops at all, every label dropped
+        (torch.tensor([3, 0, 7, 3, 9, 1]), torch.tensor([False, True, False, True, False, False]), 10),
+        (torch.tensor([2, 2, 5]), torch.tensor([False, False, False]), 10),
+        (torch.tensor([4, 1]), torch.tensor([True, True]), 6),
+    ]
+    for labels, drop, num_classes in cases:
+        original = labels.clone()
+        got = _as_rows(rows_that_learn(labels, drop.clone(), num_classes), num_classes + 1)
+        if not torch.equal(labels, original):
+            raise Failed("you changed the labels you were given; work on a copy (torch.where, or labels.clone()).")
+        expected = _rows_with_gradient(labels, drop, num_classes)
+        if got == expected:
+            continue
+        kept = set(labels[~drop].tolist())
+        shown = f"for labels {labels.tolist()} with drop {drop.int().tolist()} (num_classes = {num_classes}) you said " \
+                f"{got}, the experiment says {expected}"
+        if got == list(range(num_classes + 1)):
+            raise Failed(f"{shown}. Not every row: the gradient of one_hot @ table with respect to the table is "
+                         "one_hot.T @ (gradient of the output), so a row with no 1 in its column of the one-hot "
+                         "matrix gets exactly zero.")
+        if got == sorted(set(labels.tolist())):
+            raise Failed(f"{shown}. A dropped label is not looked up: its image trains the null row "
+                         f"({num_classes}) instead of its class's row.")
+        if set(got) == kept | {num_classes} and not drop.any():
+            raise Failed(f"{shown}. The null row learns only from images whose label was dropped, and none was.")
+        if got == sorted(kept) and drop.any():
+            raise Failed(f"{shown}. The dropped labels became the null class, and its row ({num_classes}) is looked "
+                         "up for those images: it learns too.")
+        others = sorted(set(got) - kept)
+        if drop.any() and len(others) == 1 and num_classes not in got:
+            raise Failed(f"{shown}. The null class is row {num_classes}, one past the last class, not {others[0]}.")
+        raise Failed(f"{shown}. A row learns when some image of the batch looks it up: the kept labels, and the "
+                     "null class if any label was dropped.")
+    return ("only the rows looked up in this batch get a gradient: a class whose images were all dropped does not "
+            "learn from this step, and the null row learns only from dropped labels.")
+
+
+@exercise("13.2", "choosing the label-drop probability")
+def check_smallest_drop_p(smallest_drop_p):
+    for counts in ([30, 50, 20, 20], [100] * 10):
+        got = smallest_drop_p(list(counts))
+        if isinstance(got, torch.Tensor):
+            if got.numel() != 1:
+                raise Failed(f"return one probability, not a tensor of shape {tuple(got.shape)}.")
+            got = got.item()
+        try:
+            got = float(got)
+        except (TypeError, ValueError):
+            raise Failed(f"return one number, a probability, not {type(got).__name__}.") from None
+        n, n_max, n_min, c = sum(counts), max(counts), min(counts), len(counts)
+        right = n_max / (n + n_max)
+        if abs(got - right) < 1e-6:
+            continue
+        where = f"for {counts} images per class you returned {got:.4f}"
+        if 1 < got <= 100 and abs(got / 100 - right) < 1e-6:
+            raise Failed(f"{where}: a probability lies between 0 and 1, not a percentage.")
+        named = {
+            "that assumes equally common classes, 1 / (C + 1). The busiest class sets the bar: solve "
+            "p = (1 - p) n_max / N.": 1 / (c + 1),
+            "the dropped images come out of the classes: class c keeps (1 - p) n_c / N of each batch, not n_c / N. "
+            "Solve p = (1 - p) n_max / N.": n_max / n,
+            "that is 1 / C, the share of a class when classes are equally common and nothing is dropped.": 1 / c,
+            "that keeps up with the rarest class only; the null row should get at least as many images as every "
+            "class, so the busiest one sets the bar.": n_min / (n + n_min),
+            "that is the lesson's 0.1, a common choice; compute the smallest p for these counts.": 0.1,
+        }
+        for message, value in named.items():
+            if abs(got - value) < 1e-6 and abs(value - right) > 1e-6:
+                raise Failed(f"{where}: {message}")
+        if got > right:
+            raise Failed(f"{where}: enough, but not the smallest. At p = {right:.4f} the null row already gets as "
+                         "many images per step as the busiest class.")
+        busiest = (1 - got) * n_max / n
+        raise Failed(f"{where}: the null row would get {got:.3f} of each batch and the busiest class "
+                     f"{busiest:.3f}. Find the p at which the two are equal.")
+    return "p = n_max / (N + n_max): for ten equally common classes 1/11, and less the more classes there are."
+
+
+@exercise("13.3", "cross-attention to a constant context")
+def check_constant_context_output(constant_context_output):
+    from diffusers.models.attention_processor import Attention
+
+    torch.manual_seed(133)
+    attn = Attention(query_dim=8, cross_attention_dim=6, heads=2, dim_head=4).eval()   # C = 8, D = 6
     g = torch.Generator().manual_seed(133)
-    b, n, m, c, d = 2, 6, 5, 8, 4                    # 6 image positions, 5 text tokens; C = D = 8 channels
-    image_tokens = torch.randn(b, n, c, generator=g)
-    text_tokens = torch.randn(b, m, c, generator=g)
-    w_q, w_k, w_v = (torch.randn(c, d, generator=g) for _ in range(3))
-    got = cross_attention(image_tokens.clone(), text_tokens.clone(), w_q.clone(), w_k.clone(), w_v.clone())
-
-    def attend(queries_from, keys_from, scale=d ** -0.5, dim=-1, value_weight=w_v):
-        q = queries_from @ w_q                                          # (B, N, d)
-        k = keys_from @ w_k                                             # (B, M, d)
-        v = keys_from @ value_weight                                    # (B, M, d)
-        weights = (q @ k.transpose(-2, -1) * scale).softmax(dim=dim)    # (B, N, M)
-        return weights @ v, weights
-
-    expected, _ = attend(image_tokens, text_tokens)
+    e = torch.randn(6, generator=g)
+    image = torch.randn(2, 5, 8, generator=g)                    # 2 images, 5 positions each, C = 8
+    context = e.expand(2, 7, 6)                                  # 7 tokens, all the same vector
+    with torch.no_grad():
+        measured = attn(image, encoder_hidden_states=context)   # (2, 5, 8)
+        got = constant_context_output(attn, e.clone())
+        values = attn.to_v(e)
+    expected = measured[0, 0]
+    if not torch.allclose(measured, expected.expand_as(measured), atol=1e-5):
+        raise AssertionError("the experiment should give one vector at every position")
     if not isinstance(got, torch.Tensor):
-        raise Failed("return the output tensor, (B, N, d): one vector per image position.")
-    if tuple(got.shape) == (b, m, d):
-        raise Failed("your output has one vector per text token (B, M, d). The queries come from the image "
-                     "(image_tokens @ w_q), so there is one output per image position.")
-    if tuple(got.shape) == (b, n, m):
-        raise Failed("that is the attention weights (B, N, M); return weights @ values, (B, N, d).")
-    if got.shape != expected.shape:
-        raise Failed(f"for {n} image positions the output should have shape ({b}, {n}, {d}), got {tuple(got.shape)}.")
+        raise Failed("return a tensor, the output at one image position, shape (C,).")
+    got = got.detach()
+    if got.ndim > 1 and got.shape[-1] == 8 and got.numel() > 8:
+        raise Failed(f"return the output at one position, shape (C,) = (8,), not {tuple(got.shape)}: without an "
+                     "image you cannot know N, and the answer does not depend on it.")
+    if got.shape == (6,):
+        raise Failed("that has the context's width D = 6; the layer's output has the image's width, C = 8. The "
+                     "values are projected by to_v, and the heads' outputs by to_out.")
+    got = got.reshape(-1)
+    if got.shape != (8,):
+        raise Failed(f"return one vector of C = 8 numbers, got shape {tuple(got.shape)}.")
     wrong = {
-        "that is self-attention: the keys and values came from the image tokens. In cross-attention they come "
-        "from the text tokens (text_tokens @ w_k, text_tokens @ w_v).": attend(image_tokens, image_tokens)[0],
-        "divide the scores by sqrt(d), the square root of the width of a head (d = w_q.shape[1]), so that the "
-        "softmax does not saturate as d grows.": attend(image_tokens, text_tokens, scale=1.0)[0],
-        "you divided by d; divide by its square root, sqrt(d).": attend(image_tokens, text_tokens, scale=1 / d)[0],
-        "you divided by sqrt of the channels of the tokens (C); divide by sqrt(d), the width of q and k.":
-            attend(image_tokens, text_tokens, scale=c ** -0.5)[0],
-        "the softmax ran over the image positions (dim=1); each query's weights must sum to 1 over the text "
-        "tokens: softmax over the last dimension.": attend(image_tokens, text_tokens, dim=1)[0],
-        "you multiplied the weights by the keys; multiply them by the values (text_tokens @ w_v).":
-            attend(image_tokens, text_tokens, value_weight=w_k)[0],
+        "that is to_v(e), the value of every token. The heads' outputs are then projected by to_out[0] (a linear "
+        "layer with a bias), as at the end of every attention layer.": values,
+        "to_out[0] has a bias; apply the whole layer, attn.to_out[0](...), not only its weight.":
+            values @ attn.to_out[0].weight.T,
+        "all M tokens are equal, so the softmax gives each 1/M and the weighted sum of M equal values is one value, "
+        "not M of them.": attn.to_out[0](7 * values),
     }
     _name_the_mistake(got, wrong)
     if not _close(got, expected):
-        raise Failed("the output differs from softmax(q k^T / sqrt(d)) v with q = image_tokens @ w_q and "
-                     "k, v = text_tokens @ w_k, text_tokens @ w_v.")
-    return "queries from the pixels, keys and values from the words: the layer `attn2` of every spatial transformer."
+        raise Failed("the output differs from what attn gives at every position for a context of e repeated. With "
+                     "equal keys, what do the attention weights become, and what is a weighted average of equal values?")
+    return ("equal keys give equal scores, the softmax gives each token 1/M, and every position receives "
+            "to_out(to_v(e)): the same vector everywhere, whatever the image, like a class embedding.")
 
 
 @exercise("13.4", "the shapes of cross-attention in a U-Net")

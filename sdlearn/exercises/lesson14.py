@@ -7,154 +7,120 @@ from functools import partial
 import math
 
 import torch
-from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 
 from sdlearn.exercises import Failed, exercise, name_the_mistake, same_tensor
-from sdlearn.guidance import classifier_free_guidance
 
 
 _close = partial(same_tensor, atol=1e-5)      # this lesson's tolerances
 _name_the_mistake = partial(name_the_mistake, atol=1e-5)
 
 
-@exercise("14.1", "classifier-free guidance")
-def check_cfg(cfg):
+@exercise("14.1", "the scale of a loop with its halves swapped")
+def check_equivalent_scale(equivalent_scale):
     g = torch.Generator().manual_seed(141)
-    uncond = torch.randn(2, 4, 8, 8, generator=g)
-    cond = uncond + 0.5 * torch.randn(2, 4, 8, 8, generator=g)
-    scale = 3.0
-    kept_uncond, kept_cond = uncond.clone(), cond.clone()
-    got = cfg(uncond, cond, scale)
-    if not isinstance(got, torch.Tensor):
-        raise Failed("return a tensor, the guided prediction, of the same shape as the two predictions.")
-    if not (torch.equal(uncond, kept_uncond) and torch.equal(cond, kept_cond)):
-        raise Failed("your function changed its inputs (an in-place operation such as += or .mul_()); the caller "
-                     "still needs both predictions. Compute a new tensor instead.")
-    if got.shape != cond.shape:
-        raise Failed(f"the guided prediction should have the shape of the predictions, {tuple(cond.shape)}, "
-                     f"got {tuple(got.shape)}.")
-    expected = classifier_free_guidance(uncond, cond, scale)
-    wrong = {
-        "cond and uncond are swapped: you start from the prompt's prediction and step towards the unconditional "
-        "one. Start from uncond and step towards cond: uncond + scale * (cond - uncond).":
-            cond + scale * (uncond - cond),
-        "you start from cond; start from the unconditional prediction: uncond + scale * (cond - uncond).":
-            cond + scale * (cond - uncond),
-        "the unconditional prediction is missing: scale * (cond - uncond) is only the step. Add it to uncond.":
-            scale * (cond - uncond),
-        "the scale multiplies uncond; it belongs to the difference: uncond + scale * (cond - uncond).":
-            scale * uncond + (cond - uncond),
-        "that scales the prompt's prediction alone; guidance scales the difference between the two predictions.":
-            scale * cond,
-        "subtract uncond from cond before scaling: uncond + scale * (cond - uncond), not uncond + scale * cond.":
-            uncond + scale * cond,
-        "you divided the difference by the scale; multiply the difference by it.": uncond + (cond - uncond) / scale,
-        "that is the conditional prediction alone; at a scale of 3 guidance goes past it.": cond,
-        "that is the unconditional prediction alone; step from it towards cond, scale times the difference.": uncond,
-    }
-    _name_the_mistake(got, wrong)
-    if not _close(got, expected):
-        raise Failed("the result differs from uncond + scale * (cond - uncond).")
-    if not _close(cfg(uncond, cond, 0.0), uncond) or not _close(cfg(uncond, cond, 1.0), cond):
-        raise Failed("right at scale 3 but not at 0 and 1: scale 0 must give uncond and scale 1 cond. Use the "
-                     "scale you are given.")
-    if not _close(cfg(uncond, cond, 7.5), classifier_free_guidance(uncond, cond, 7.5), atol=1e-4):
-        raise Failed("right at scale 3, wrong at 7.5: use the scale you are given.")
-    return "uncond + scale * (cond - uncond): 0 is the unconditional model, 1 the conditional one."
+    reference = torch.randn(1, 4, 8, 8, generator=g)                  # the negative (or empty) prompt's prediction
+    prompt = reference + 0.5 * torch.randn(1, 4, 8, 8, generator=g)   # the prompt's prediction
+    for scale in (7.5, 3.0, 1.0, 0.0):
+        got = equivalent_scale(scale)
+        if isinstance(got, torch.Tensor):
+            if got.numel() != 1:
+                raise Failed(f"return one number, a guidance scale, not a tensor of shape {tuple(got.shape)}.")
+            got = got.item()
+        try:
+            got = float(got)
+        except (TypeError, ValueError):
+            raise Failed(f"return one number, a guidance scale, not {type(got).__name__}.") from None
+        swapped = prompt + scale * (reference - prompt)                 # the colleague's loop: halves swapped
+        correct = reference + got * (prompt - reference)                # the right loop at your scale
+        if _close(correct, swapped, atol=1e-4):
+            continue
+        where = f"at a scale of {scale:g} you said {got:g}"
+        named = {
+            -scale: "the swapped loop computes prompt + s (reference - prompt). Write it as reference + "
+                    "s' (prompt - reference): the step starts from the prompt's prediction, not the reference's, "
+                    "and that moves s' by one.",
+            scale - 1: "close: expand prompt + s (reference - prompt) = reference + (prompt - reference) - "
+                       "s (prompt - reference) and read off the factor of (prompt - reference); mind the sign.",
+            scale: "the halves are not interchangeable: the prediction of the first half is the point the step "
+                   "starts from, the second half is where it points. Swapping them changes the result.",
+        }
+        if scale != 0:
+            named[1 / scale] = "the scale enters linearly; nothing is divided. Expand prompt + s (reference - prompt)."
+        for value, message in named.items():
+            if abs(got - value) < 1e-6:
+                raise Failed(f"{where}: {message}")
+        raise Failed(f"{where}, but reference + {got:g} (prompt - reference) differs from what the swapped loop "
+                     f"computes, prompt + {scale:g} (reference - prompt).")
+    return ("1 - s: at 7.5 the swapped loop guides with -6.5, away from the prompt and towards the negative "
+            "prompt; at 1 it returns the negative prompt's prediction alone.")
 
 
-class _CountingUNet:
-    """A stand-in for a diffusers UNet2DConditionModel: a made-up, nonlinear function of (x, t, context).
-
-    Each batch element's output depends only on its own latents and context, as in a real U-Net.
-    It records the batch size of every call.
-    """
-
-    def __init__(self):
-        self.batch_sizes: list[int] = []
-
-    def __call__(self, sample, timestep, encoder_hidden_states=None, return_dict=True, **kwargs):
-        context = encoder_hidden_states
-        if context is None:
-            raise Failed("pass the context to the U-Net: unet(x, t, encoder_hidden_states=context).")
-        if sample.ndim != 4 or sample.shape[1] != 4:
-            raise Failed(f"the U-Net takes latents (batch, 4, h, w); it got {tuple(sample.shape)}. Stack the "
-                         "latents along the batch dimension: torch.cat([latents, latents]) (dim=0).")
-        if context.ndim != 3 or context.shape[1] != 77:
-            raise Failed(f"the U-Net takes contexts (batch, 77, D); it got {tuple(context.shape)}. Stack the "
-                         "contexts along the batch dimension (dim=0).")
-        if sample.shape[0] != context.shape[0]:
-            raise Failed(f"the U-Net got {sample.shape[0]} latents and {context.shape[0]} contexts: the doubled "
-                         "batch needs the latents twice, torch.cat([latents, latents]), beside "
-                         "torch.cat([negative_context, context]).")
-        self.batch_sizes.append(sample.shape[0])
-        t = float(timestep)
-        summary = context.mean(dim=1)                                       # (B, D)
-        gain = 1 + 0.5 * torch.tanh(summary[:, 0])[:, None, None, None]    # (B, 1, 1, 1)
-        shift = summary[:, 1:5, None, None]                                 # (B, 4, 1, 1)
-        out = gain * sample + torch.sin(sample + shift) * shift.abs() + 1e-3 * t
-        return UNet2DConditionOutput(sample=out) if return_dict else (out,)
+SHOE_PROMPT = "a photo of a shoe"
+MAX_SATURATION = 0.006           # the bar of exercise 14.2: at most 0.6% of the pixels burnt out
+_pipeline = {}
 
 
-def _prediction(unet, latents, t, context) -> torch.Tensor:
-    return unet(latents, t, encoder_hidden_states=context).sample
+def _shoe_measurements(negative_prompt, guidance_scale, n=16):
+    """What evaluate_prompt(pipe, SHOE_PROMPT, SHOE_CLASSES, ..., n=16, seed 0) measures: classes and saturation."""
+    from sdlearn.metrics import SATURATION_LEVEL, classify, shipped_classifier
+    from sdlearn.pipelines import load
+
+    if "pipe" not in _pipeline:
+        _pipeline["pipe"] = load("fashion_text2image")
+    pipe = _pipeline["pipe"]
+    images = pipe([SHOE_PROMPT] * n, negative_prompt=[negative_prompt] * n if negative_prompt else None,
+                  guidance_scale=guidance_scale, num_inference_steps=25,
+                  generator=torch.Generator().manual_seed(0), output_type="pt").images.float()
+    inner = images[..., 2:30, 2:30]                                     # the classifier reads 28x28
+    probabilities, _ = classify(shipped_classifier(), inner)
+    histogram = torch.bincount(probabilities.argmax(-1), minlength=10).tolist()
+    return histogram, (inner >= SATURATION_LEVEL).float().mean().item()
 
 
-@exercise("14.2", "guidance on the doubled batch, with a negative prompt")
-def check_guided_prediction(guided_prediction):
-    g = torch.Generator().manual_seed(142)
-    latents = torch.randn(2, 4, 8, 8, generator=g)                         # a batch of 2 images
-    context = torch.randn(2, 77, 16, generator=g)
-    negative = torch.randn(2, 77, 16, generator=g)
-    t = torch.tensor(500)
-    reference = _CountingUNet()
-    cond = _prediction(reference, latents, t, context)
-    uncond = _prediction(reference, latents, t, negative)
-    scale = 4.0
+@exercise("14.2", "a negative prompt and a scale, chosen by experiment")
+def check_no_sneakers(no_sneakers):
+    from sdlearn.data import FASHION_CLASSES, SHOE_CLASSES
 
-    unet = _CountingUNet()
-    got = guided_prediction(unet, latents.clone(), t, context.clone(), negative.clone(), scale)
-    if not isinstance(got, torch.Tensor):
-        raise Failed("return the guided prediction as a tensor, (B, 4, h, w). unet(...) returns an output object: "
-                     "take its .sample.")
-    if tuple(got.shape) == (4, 4, 8, 8):
-        raise Failed("that is the U-Net's output for the whole doubled batch; split it in two (.chunk(2)) and "
-                     "combine the halves.")
-    if got.shape != latents.shape:
-        raise Failed(f"the guided prediction should have the shape of the latents, {tuple(latents.shape)}, "
-                     f"got {tuple(got.shape)}.")
-    if len(unet.batch_sizes) > 1:
-        raise Failed(f"you called the U-Net {len(unet.batch_sizes)} times; call it once on the doubled batch "
-                     "(latents twice, the negative and the prompt's contexts stacked), as diffusers does.")
-    if unet.batch_sizes != [4]:
-        raise Failed(f"for a scale above 1 the U-Net should see the doubled batch, 4 latents for 2 images; it saw "
-                     f"{unet.batch_sizes[0]}.")
-    expected = classifier_free_guidance(uncond, cond, scale)
-    wrong = {
-        "the halves are swapped: you guided towards the negative prompt. Put the negative context first in the "
-        "batch and take the first half of the output as the reference: torch.cat([negative_context, context]).":
-            classifier_free_guidance(cond, uncond, scale),
-        "that is the prompt's prediction alone: the negative prompt took no part (did you use the prompt's "
-        "context in both halves?). The first half of the batch takes negative_context.": cond,
-        "the scale went on the reference: uncond + scale * (cond - uncond) scales the difference only.":
-            scale * uncond + (cond - uncond),
-    }
-    _name_the_mistake(got, wrong, atol=1e-4)
-    if not _close(got, expected, atol=1e-4):
-        raise Failed("the result differs from reference + scale * (prompt - reference), with the U-Net's "
-                     "predictions for the negative context (reference) and the context (prompt).")
-
-    for low in (1.0, 0.5):
-        unet = _CountingUNet()
-        got = guided_prediction(unet, latents, t, context, negative, low)
-        if unet.batch_sizes != [2]:
-            raise Failed(f"at a guidance scale of {low:g} diffusers switches guidance off: one U-Net call on the "
-                         f"prompt alone (a batch of 2 here), not {unet.batch_sizes}. Check `guidance_scale <= 1` "
-                         "first.")
-        if not isinstance(got, torch.Tensor) or not _close(got, cond, atol=1e-4):
-            raise Failed(f"at a guidance scale of {low:g} return the prompt's prediction, unguided, as diffusers "
-                         "does (it does not give the unconditional model at 0).")
-    return "one U-Net call per step, guidance only above 1: what StableDiffusionPipeline does."
+    answer = no_sneakers()
+    if not isinstance(answer, (tuple, list)) or len(answer) != 2:
+        raise Failed("return two things, (negative_prompt, guidance_scale), for example (\"a photo of a bag\", 4.0).")
+    negative, scale = answer
+    if negative is not None and not isinstance(negative, str):
+        raise Failed(f"the negative prompt is a string (or None), not {type(negative).__name__}.")
+    if isinstance(scale, torch.Tensor):
+        scale = scale.item()
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+        raise Failed(f"the guidance scale is a number, not {type(scale).__name__}.")
+    scale = float(scale)
+    if scale <= 1:
+        raise Failed(f"at a guidance scale of {scale:g} diffusers switches guidance off (uses_guidance is False): "
+                     "the U-Net runs on the prompt alone and the negative prompt is never used. Choose a scale "
+                     "above 1.")
+    if negative is not None and negative.strip() == SHOE_PROMPT:
+        raise Failed("with the prompt as its own negative prompt the two predictions are the same, their difference "
+                     "is zero, and guidance does nothing at any scale.")
+    histogram, saturation = _shoe_measurements(negative, scale)
+    n = sum(histogram)
+    sneakers = histogram[7]
+    shoes = sum(histogram[c] for c in SHOE_CLASSES)
+    setting = f"with negative prompt {negative!r} at {scale:g}"
+    if sneakers:
+        if not negative:
+            raise Failed(f"{setting}, {sneakers} of {n} images are sneakers: without a negative prompt guidance "
+                         "pushes towards shoes, all three kinds, and away from nothing. Name what you do not want.")
+        raise Failed(f"{setting}, {sneakers} of {n} images are still sneakers: push harder (a larger scale) or with "
+                     "a negative prompt that describes sneakers.")
+    if shoes < n:
+        others = ", ".join(f"{FASHION_CLASSES[c]} {k}" for c, k in enumerate(histogram) if k and c not in SHOE_CLASSES)
+        raise Failed(f"{setting}, only {shoes} of {n} images are shoes ({others}): the push away from the negative "
+                     "prompt also pushed away from shoes.")
+    if saturation > MAX_SATURATION:
+        raise Failed(f"{setting}, no sneakers and {n} shoes, but {saturation:.2%} of the pixels are burnt out, more "
+                     f"than {MAX_SATURATION:.1%}: the push overshoots. Lower the scale, or use a vaguer negative "
+                     "prompt (the table above: the caption at 7.5 burns out far more than the bare word).")
+    counts = ", ".join(f"{FASHION_CLASSES[c]} {histogram[c]}" for c in SHOE_CLASSES)
+    return (f"{counts}, {saturation:.2%} of the pixels burnt out: no sneakers, all shoes, within the bar. The window "
+            "is narrow: too weak a push leaves sneakers, too strong a one burns the images out.")
 
 
 @exercise("14.3", "choosing a guidance scale from a measured table")

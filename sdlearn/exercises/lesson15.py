@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from functools import lru_cache, partial
+from functools import partial
 
 import torch
 
-from sdlearn import weights
+from sdlearn.data import fashion_caption
 from sdlearn.exercises import Failed, exercise, name_the_mistake, same_tensor
 from sdlearn.pipelines import scheduler_config
-from sdlearn.text_to_image import latents_to_images, prepare_latents
+from sdlearn.text_to_image import text_to_image
 
 
 _close = partial(same_tensor, rtol=1e-4, atol=1e-5)      # this lesson's tolerances
@@ -24,69 +24,174 @@ def _tensor(got, what: str, expected: torch.Tensor) -> torch.Tensor:
     return got.detach().float()
 
 
+# The schedulers of the lesson, by the names its tables use.
+SCHEDULER_CLASSES = {
+    "DDIM": "DDIMScheduler",
+    "Euler": "EulerDiscreteScheduler",
+    "Euler ancestral": "EulerAncestralDiscreteScheduler",
+    "LMS": "LMSDiscreteScheduler",
+    "DPM-Solver++ 2M": "DPMSolverMultistepScheduler",
+    "UniPC": "UniPCMultistepScheduler",
+    "Heun": "HeunDiscreteScheduler",
+}
+BUDGET_PROMPTS = [fashion_caption(label) for label in (0, 3, 6, 7)]    # t-shirt, dress, shirt, sneaker
+MAX_CALLS = 8                # exercise 15.1: U-Net calls per image
+MAX_DISTANCE = 0.02          # exercise 15.1: mean |pixel - reference pixel|
+_measured = {}
+
+
+def _scheduler(name: str):
+    import diffusers
+
+    cls = getattr(diffusers, SCHEDULER_CLASSES[name])
+    return cls.from_config(scheduler_config("squaredcos_cap_v2", "v_prediction"))
+
+
+def _budget_images(name: str, steps: int) -> torch.Tensor:
+    """The four budget prompts with one scheduler: guidance 7.5, seed 2, as the lesson's quality table."""
+    from sdlearn.pipelines import load
+
+    if "pipe" not in _measured:
+        _measured["pipe"] = load("fashion_text2image")
+    return text_to_image(_measured["pipe"], BUDGET_PROMPTS, guidance_scale=7.5, num_inference_steps=steps,
+                         generator=torch.Generator().manual_seed(2), scheduler=_scheduler(name))
+
+
+def budget_distance(name: str, steps: int) -> float:
+    """Mean |pixel - reference pixel| of a scheduler's images, the reference being UniPC with 50 steps."""
+    if "reference" not in _measured:
+        _measured["reference"] = _budget_images("UniPC", 50)
+    return (_budget_images(name, steps) - _measured["reference"]).abs().mean().item()
+
+
+def unet_calls(name: str, steps: int) -> int:
+    scheduler = _scheduler(name)
+    scheduler.set_timesteps(steps)
+    return len(scheduler.timesteps)
+
+
 # --------------------------------------------------------------------------- 15.1
 
-@exercise("15.1", "the initial latents")
-def check_initial_latents(initial_latents):
-    # a non-square image, so that height and width cannot be swapped unnoticed
-    args = dict(batch_size=3, height=32, width=48, latent_channels=4, vae_factor=4, init_noise_sigma=14.6)
-    got = initial_latents(**args, generator=torch.Generator().manual_seed(151))
-    shape = (3, 4, 32 // 4, 48 // 4)
-    if isinstance(got, torch.Tensor):
-        if tuple(got.shape) == (3, 4, 32, 48):
-            raise Failed("the latents have the image's size; divide height and width by the VAE's factor "
-                         "(a 32x48 image has 8x12 latents with factor 4).")
-        if tuple(got.shape) == (3, 4, 12, 8):
-            raise Failed("height and width are swapped: the shape is (batch, channels, height // factor, "
-                         "width // factor).")
-        if got.ndim == 4 and got.shape[0] == 3 and tuple(got.shape[2:]) == (8, 12) and got.shape[1] != 4:
-            raise Failed(f"the latents have {got.shape[1]} channels; use latent_channels (the U-Net's in_channels, "
-                         f"4 here), not the image's channels.")
-    expected = prepare_latents(shape, 14.6, generator=torch.Generator().manual_seed(151))    # the package's piece
-    got = _tensor(got, "the latents", expected)
-    noise = expected / 14.6
-    uniform = torch.rand(shape, generator=torch.Generator().manual_seed(151))
-    wrong = {
-        "you forgot init_noise_sigma: multiply the Gaussian noise by it, so that the first latents have the "
-        "standard deviation the scheduler expects (1 for DDIM, much more for Euler-type schedulers).": noise,
-        "divide? No: multiply the noise by init_noise_sigma, it is the standard deviation the scheduler "
-        "expects.": noise / 14.6,
-        "that is uniform noise (torch.rand); the initial latents are Gaussian: torch.randn.": uniform * 14.6,
-        "that is uniform noise (torch.rand) without init_noise_sigma; use torch.randn(...) * init_noise_sigma.":
-            uniform,
-    }
-    _name_the_mistake(got, wrong)
-    if not _close(got, expected):
-        again = initial_latents(**args, generator=torch.Generator().manual_seed(151))
-        if isinstance(again, torch.Tensor) and not torch.equal(again, got):
-            raise Failed("two calls with generators of the same seed gave different latents: draw the noise with "
-                         "the generator, torch.randn(shape, generator=generator).")
-        raise Failed("the latents have the right shape but not the pipeline's numbers: draw them all at once, "
-                     "torch.randn((batch, channels, height // factor, width // factor), generator=generator), then "
-                     "multiply by init_noise_sigma.")
-    got = initial_latents(2, 64, 64, 4, 8, 1.0, torch.Generator().manual_seed(0))
-    expected = prepare_latents((2, 4, 8, 8), 1.0, generator=torch.Generator().manual_seed(0))
-    if not _close(_tensor(got, "the latents", expected), expected):
-        raise Failed("right for the first case, wrong for a 64x64 image with factor 8 and init_noise_sigma 1: use "
-                     "the arguments you are given.")
-    return "the latents the pipeline starts from, for the same generator."
+@exercise("15.1", "a scheduler and a number of steps for a budget")
+def check_scheduler_for_budget(scheduler_for_budget):
+    answer = scheduler_for_budget()
+    if not isinstance(answer, (tuple, list)) or len(answer) != 2:
+        raise Failed("return two things, (scheduler name, number of steps), for example (\"DDIM\", 5).")
+    name, steps = answer
+    if name not in SCHEDULER_CLASSES:
+        raise Failed(f"{name!r} is not one of the lesson's schedulers; use one of the names of SCHEDULERS: "
+                     f"{', '.join(SCHEDULER_CLASSES)}.")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise Failed(f"the number of steps is a positive whole number, got {steps!r}.")
+    calls = unet_calls(name, steps)
+    if calls > MAX_CALLS:
+        extra = " Heun calls the U-Net twice per step (but the last)." if name == "Heun" else ""
+        raise Failed(f"{name} with {steps} steps calls the U-Net {calls} times per image, over the budget of "
+                     f"{MAX_CALLS}.{extra}")
+    distance = budget_distance(name, steps)
+    if distance > MAX_DISTANCE:
+        if name == "Heun":
+            raise Failed(f"{name} with {steps} steps is {distance:.3f} from the reference: Heun fails on this "
+                         "schedule at every step count (its first step starts from sigma above 20,000).")
+        if name == "Euler ancestral":
+            raise Failed(f"{name} with {steps} steps is {distance:.4f} from the reference: it adds fresh noise at "
+                         "every step and lands on another image, so more steps do not bring it closer.")
+        raise Failed(f"{name} with {steps} steps is {distance:.4f} from the reference, more than {MAX_DISTANCE}: "
+                     "within the budget, but not good enough. Measure other schedulers at the largest step "
+                     "count the budget allows.")
+    return (f"{name} with {steps} steps: {calls} U-Net calls per image, {distance:.4f} from the reference. A "
+            "scheduler that converges faster buys quality at the same cost.")
 
 
 # --------------------------------------------------------------------------- 15.2
 
-@lru_cache(maxsize=1)
-def _tiny_unet():
-    """A small UNet2DConditionModel with random weights (the same every time)."""
-    from diffusers import UNet2DConditionModel
+def _rescaling_schedulers() -> list[str]:
+    """The experiment: the schedulers whose scale_model_input changes the latents at some step."""
+    g = torch.Generator().manual_seed(152)
+    x = torch.randn((1, 4, 8, 8), generator=g)
+    names = []
+    for name in SCHEDULER_CLASSES:
+        scheduler = _scheduler(name)
+        scheduler.set_timesteps(10)
+        if any(not torch.equal(scheduler.scale_model_input(x, t), x) for t in scheduler.timesteps):
+            names.append(name)
+    return names
 
-    with torch.random.fork_rng():
-        torch.manual_seed(152)
-        unet = UNet2DConditionModel(
-            sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(16, 32),
-            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=16, attention_head_dim=4,
-            norm_num_groups=8)
-    return unet.eval()
+
+@exercise("15.2", "which schedulers need scale_model_input")
+def check_needs_scaling(needs_scaling):
+    answer = needs_scaling()
+    if isinstance(answer, str):
+        raise Failed("return a list of scheduler names (even for a single one), not one string.")
+    try:
+        got = list(answer)
+    except TypeError:
+        raise Failed(f"return a list of scheduler names, not {type(answer).__name__}.") from None
+    unknown = [name for name in got if name not in SCHEDULER_CLASSES]
+    if unknown:
+        raise Failed(f"{unknown} are not names of the lesson's schedulers: {', '.join(SCHEDULER_CLASSES)}.")
+    expected = _rescaling_schedulers()
+    extra = [name for name in got if name not in expected]
+    missing = [name for name in expected if name not in got]
+    if extra:
+        raise Failed(f"{', '.join(extra)} keep the latents in the form of lesson 04, x_t = sqrt(abar) x0 + "
+                     "sqrt(1 - abar) eps, whose variance is about 1 (init_noise_sigma 1.0); their scale_model_input "
+                     "returns the latents unchanged, and leaving it out changes nothing.")
+    if missing:
+        raise Failed(f"you left out {', '.join(missing)}: these keep the latents in the noise-level form "
+                     "x0 + sigma eps (init_noise_sigma above 20,000 here), and scale_model_input divides them by "
+                     "sqrt(sigma^2 + 1) to give the U-Net the x_t it was trained on.")
+    return ("the Euler family, whose latents are x0 + sigma eps: without scale_model_input the U-Net would see a "
+            "first input with standard deviation near 20,000.")
+
+
+# --------------------------------------------------------------------------- 15.3
+
+def _ddim():
+    from diffusers import DDIMScheduler
+
+    scheduler = DDIMScheduler.from_config(scheduler_config("squaredcos_cap_v2", "v_prediction"))
+    scheduler.set_timesteps(10)
+    return scheduler
+
+
+@exercise("15.3", "the predicted x0 from two latents")
+def check_x0_from_two_latents(x0_from_two_latents):
+    scheduler = _ddim()
+    g = torch.Generator().manual_seed(153)
+    for index in (3, 9):                                   # a step in the middle, and the last one (to timestep 0)
+        t = scheduler.timesteps[index]
+        abar_t = scheduler.alphas_cumprod[int(t)]
+        prev_t = int(t) - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
+        abar_prev = scheduler.alphas_cumprod[prev_t] if prev_t >= 0 else scheduler.final_alpha_cumprod
+        x_t = torch.randn((2, 4, 8, 8), generator=g)
+        v = torch.randn((2, 4, 8, 8), generator=g)
+        output = scheduler.step(v, t, x_t)
+        x_prev, expected = output.prev_sample, output.pred_original_sample
+        got = _tensor(x0_from_two_latents(x_t.clone(), x_prev.clone(), abar_t.clone(), abar_prev.clone()),
+                      "the predicted x0", expected)
+        c = ((1 - abar_prev) / (1 - abar_t)).sqrt()
+        wrong = {
+            "that is x_prev / sqrt(abar_prev), as if x_prev held no noise; a DDIM step puts back "
+            "sqrt(1 - abar_prev) times the predicted noise, which you can write with x_t and x0.":
+                x_prev / abar_prev.sqrt(),
+            "that is x_t / sqrt(abar_t), the jump with the noise left in; use both latents.": x_t / abar_t.sqrt(),
+            "the two noise levels are swapped: abar_t belongs to x_t, abar_prev to x_prev.":
+                (x_prev - ((1 - abar_t) / (1 - abar_prev)).sqrt() * x_t)
+                / (abar_t.sqrt() - ((1 - abar_t) / (1 - abar_prev)).sqrt() * abar_prev.sqrt()),
+            "the square roots are missing: the latents are sqrt(abar) x0 + sqrt(1 - abar) eps.":
+                (x_prev - (1 - abar_prev) / (1 - abar_t) * x_t) / (abar_prev - (1 - abar_prev) / (1 - abar_t) * abar_t),
+            "the denominator: solving x_prev - c x_t = (sqrt(abar_prev) - c sqrt(abar_t)) x0 divides by the whole "
+            "bracket.": (x_prev - c * x_t) / abar_prev.sqrt(),
+        }
+        _name_the_mistake(got, wrong, rtol=1e-3, atol=1e-4)
+        if not _close(got, expected, rtol=1e-3, atol=1e-4):
+            where = "the last step (to timestep 0)" if index == 9 else "a step in the middle"
+            raise Failed(f"at {where} the result differs from DDIMScheduler's pred_original_sample. With "
+                         "eps = (x_t - sqrt(abar_t) x0) / sqrt(1 - abar_t), the step is "
+                         "x_prev = sqrt(abar_prev) x0 + sqrt(1 - abar_prev) eps: solve it for x0.")
+    return ("DDIMScheduler's pred_original_sample, from the latents alone: a deterministic DDIM step loses "
+            "nothing, so a callback that sees only the latents can still show the predicted x0.")
 
 
 def _euler():
@@ -96,118 +201,6 @@ def _euler():
     scheduler = EulerDiscreteScheduler.from_config(scheduler_config("squaredcos_cap_v2", "v_prediction"))
     scheduler.set_timesteps(10)
     return scheduler
-
-
-def _reference_step(unet, latents, context, guidance_scale, *, index=2, scale_input=True, combine="guidance",
-                    step_sample="latents", output="prev_sample"):
-    """One denoising step written out, with switches that reproduce typical mistakes."""
-    scheduler = _euler()
-    scheduler.set_begin_index(index)
-    t = scheduler.timesteps[index]
-    doubled = torch.cat([latents] * 2)
-    model_input = scheduler.scale_model_input(doubled, t) if scale_input else doubled
-    with torch.no_grad():
-        prediction = unet(model_input, t, encoder_hidden_states=context).sample
-    uncond, cond = prediction.chunk(2)
-    guided = {"guidance": uncond + guidance_scale * (cond - uncond),
-              "swapped": cond + guidance_scale * (uncond - cond),
-              "minus": uncond + guidance_scale * (uncond - cond),
-              "cond": cond,
-              "uncond": uncond}[combine]
-    if output == "prediction":
-        return guided
-    sample = latents if step_sample == "latents" else model_input[: len(latents)]
-    scheduler.is_scale_input_called = True       # the mistake is meant: no warning from diffusers
-    result = scheduler.step(guided, t, sample)
-    return result.prev_sample if output == "prev_sample" else result.pred_original_sample
-
-
-@exercise("15.2", "one denoising step with guidance")
-def check_denoising_step(denoising_step):
-    unet = _tiny_unet()
-    g = torch.Generator().manual_seed(152)
-    index = 2                                                   # a step in the middle of the schedule
-    scheduler = _euler()
-    scheduler.set_begin_index(index)
-    t = scheduler.timesteps[index]
-    latents = torch.randn((2, 4, 8, 8), generator=g) * (scheduler.sigmas[index] ** 2 + 1) ** 0.5
-    context = torch.randn((4, 77, 16), generator=g)             # 2 reference contexts, then 2 prompt contexts
-    scale = 5.0
-    got = denoising_step(unet, scheduler, latents.clone(), t, context.clone(), scale)
-    expected = _reference_step(unet, latents, context, scale, index=index)
-    got = _tensor(got, "the new latents", expected)
-    wrong = {
-        "you forgot scheduler.scale_model_input: an Euler scheduler keeps latents of standard deviation "
-        "sqrt(sigma^2 + 1), and the U-Net must see them divided by that, as in training.":
-            _reference_step(unet, latents, context, scale, index=index, scale_input=False),
-        "the two halves are the wrong way round: the context has the reference (empty or negative) prompts "
-        "first, so uncond, cond = prediction.chunk(2).":
-            _reference_step(unet, latents, context, scale, index=index, combine="swapped"),
-        "guidance goes from the reference towards the prompt: uncond + scale * (cond - uncond), not (uncond - cond).":
-            _reference_step(unet, latents, context, scale, index=index, combine="minus"),
-        "that uses only the prompt's prediction; combine the two with classifier-free guidance, "
-        "uncond + scale * (cond - uncond).":
-            _reference_step(unet, latents, context, scale, index=index, combine="cond"),
-        "that uses only the reference prediction; the prompt's prediction is the second half of the batch.":
-            _reference_step(unet, latents, context, scale, index=index, combine="uncond"),
-        "the scheduler's step takes the unscaled latents as its sample: scale only the U-Net's input.":
-            _reference_step(unet, latents, context, scale, index=index, step_sample="scaled"),
-        "that is the predicted x0 (pred_original_sample); return the latents for the next step, prev_sample.":
-            _reference_step(unet, latents, context, scale, index=index, output="pred_original_sample"),
-        "that is the guided prediction; pass it to scheduler.step(prediction, t, latents) and return the "
-        "new latents (.prev_sample).":
-            _reference_step(unet, latents, context, scale, index=index, output="prediction"),
-    }
-    _name_the_mistake(got, wrong, rtol=1e-4, atol=1e-4)
-    if not _close(got, expected, rtol=1e-4, atol=1e-4):
-        raise Failed("the new latents differ from scale_model_input -> U-Net on the doubled batch -> "
-                     "uncond + scale * (cond - uncond) -> scheduler.step(...).prev_sample.")
-    scheduler = _euler()
-    scheduler.set_begin_index(index)
-    got = denoising_step(unet, scheduler, latents.clone(), t, context.clone(), 2.0)
-    if not _close(_tensor(got, "the new latents", expected), _reference_step(unet, latents, context, 2.0, index=index),
-                  rtol=1e-4, atol=1e-4):
-        raise Failed("right for guidance scale 5, wrong for 2: use the guidance_scale you are given.")
-    return "the loop's body, as in the pipeline."
-
-
-# --------------------------------------------------------------------------- 15.3
-
-@lru_cache(maxsize=1)
-def _vae():
-    return weights.load("vae_fashion")
-
-
-@exercise("15.3", "decoding latents to images")
-def check_decode_latents(decode_latents):
-    vae = _vae()
-    factor = vae.config.scaling_factor
-    g = torch.Generator().manual_seed(153)
-    latents = 1.6 * torch.randn((3, 4, 8, 8), generator=g)     # strong enough to decode beyond [-1, 1] in places
-
-    def decode(z):
-        with torch.no_grad():
-            return vae.decode(z).sample
-
-    decoded = decode(latents / factor)
-    expected = latents_to_images(vae, latents)                 # the package's piece: the same operations
-    got = _tensor(decode_latents(vae, latents.clone()), "the images", expected)
-    unscaled = decode(latents)
-    wrong = {
-        "you forgot to divide by the scaling factor: the diffusion model's latents are the VAE's latents times "
-        "vae.config.scaling_factor, so divide before decoding.": (unscaled / 2 + 0.5).clamp(0, 1),
-        "divide the latents by the scaling factor before decoding; you multiplied.":
-            (decode(latents * factor) / 2 + 0.5).clamp(0, 1),
-        "the decoder's output is in about [-1, 1]: map it to [0, 1] with x / 2 + 0.5 (then clamp), instead of "
-        "clipping it.": decoded.clamp(0, 1),
-        "the decoder's output is in about [-1, 1]: map it to [0, 1] with x / 2 + 0.5, and clamp.": decoded,
-        "map to [0, 1], then clamp: a few pixels decode beyond [-1, 1], and images must stay in [0, 1].":
-            decoded / 2 + 0.5,
-    }
-    _name_the_mistake(got, wrong, atol=1e-5)
-    if not _close(got, expected, atol=1e-5):
-        raise Failed("the images differ from (vae.decode(latents / scaling_factor).sample / 2 + 0.5).clamp(0, 1).")
-    return "the pipeline's images, as output_type='pt' returns them."
 
 
 # --------------------------------------------------------------------------- 15.4

@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import math
-from functools import lru_cache, partial
 
 import torch
 
-from sdlearn import weights
-from sdlearn.editing import encode_image, strength_timesteps
-from sdlearn.exercises import Failed, exercise, name_the_mistake, same_tensor
+from sdlearn.editing import strength_timesteps
+from sdlearn.exercises import Failed, exercise
 from sdlearn.pipelines import scheduler_config
-from sdlearn.utils import randn_tensor
-
-_close = partial(same_tensor, rtol=1e-4, atol=1e-5)      # this lesson's tolerances
-_name_the_mistake = partial(name_the_mistake, rtol=1e-4, atol=1e-5)
 
 
 def _ddim(config: dict, num_inference_steps: int):
@@ -41,162 +35,106 @@ def _as_int(value, what: str) -> int:
     return int(value)
 
 
-def _start(timesteps: torch.Tensor, strength: float, count=int, head: int = 0) -> tuple[int, int]:
-    """(first timestep, steps) for a way of counting the steps (`count`), with an offset into the schedule."""
-    n = len(timesteps)
-    steps = min(count(n * strength), n)
-    return int(timesteps[n - steps + head]) if 0 <= n - steps + head < n else None, steps
+START_RANGE = (550, 650)     # exercise 16.1: where the loop should start
+MAX_CALLS = 3                # exercise 16.1: U-Net calls per image
 
 
-@exercise("16.1", "where image to image starts")
-def check_start_of_strength(start_of_strength):
-    ours = ("our model, 10 steps", _ddim(scheduler_config("squaredcos_cap_v2", "v_prediction"), 10).timesteps)
-    cases = [
-        (*ours, 0.52),      # 5.2 steps: int 5, round 5, ceil 6
-        (*ours, 0.58),      # 5.8 steps: int 5, round 6
-        (*ours, 0.3),
-        ("our model, 25 steps", _ddim(scheduler_config("squaredcos_cap_v2", "v_prediction"), 25).timesteps, 0.45),
-        ("Stable Diffusion 1.5, 10 steps", _ddim(_SD15, 10).timesteps, 0.75),
-        (*ours, 1.0),
-    ]
-    for name, timesteps, strength in cases:
-        n = len(timesteps)
-        got = start_of_strength(timesteps.clone(), strength)
-        if not isinstance(got, (tuple, list)) or len(got) != 2:
-            raise Failed(f"return two numbers, (first timestep, number of steps), got {got!r}.")
-        got = (_as_int(got[0], "the first timestep"), _as_int(got[1], "the number of steps"))
-        first, steps = _start(timesteps, strength)
-        if got == (first, steps):
-            continue
-        where = f"for {name} ({timesteps.tolist()}) and strength {strength:g}"
-        if got[1] == round(n * strength) != steps:
-            raise Failed(f"{where} you ran {got[1]} steps: diffusers truncates, int({n} * {strength:g}) = {steps}; "
-                         f"it does not round to the nearest.")
-        if got[1] == math.ceil(n * strength) != steps:
-            raise Failed(f"{where} you ran {got[1]} steps: diffusers rounds the number of steps down, "
-                         f"int({n} * {strength:g}) = {steps}, not up.")
-        if got[1] == n - steps != steps:
-            raise Failed(f"{where}: {n - steps} is the number of steps skipped; strength is the share that runs, "
-                         f"int({n} * {strength:g}) = {steps}.")
-        if got[1] != steps:
-            raise Failed(f"{where} the number of steps is int(len(timesteps) * strength) = {steps}, got {got[1]}.")
-        if got[0] in (int(1000 * strength), int(1000 * strength) - 1) and got[0] != first:
-            raise Failed(f"{where}: {got[0]} is strength x 1000, SDEdit's t0 = strength * T. diffusers picks a "
-                         f"timestep of the schedule instead: the steps that run are the last {steps} of the "
-                         f"{n} timesteps, and the first of them is {first}.")
-        if got[0] == int(timesteps[0]) != first:
-            raise Failed(f"{where}: {got[0]} is the first timestep of the whole schedule; image to image skips the "
-                         f"first {n - steps} and starts at timesteps[{n - steps}].")
-        if 0 <= steps < n and got[0] == int(timesteps[steps]) != first:
-            raise Failed(f"{where}: you counted the steps from the wrong end. The last {steps} timesteps run, so "
-                         f"the first is timesteps[len(timesteps) - steps], not timesteps[steps].")
-        for offset in (-1, 1):
-            other, _ = _start(timesteps, strength, head=offset)
-            if got[0] == other:
-                raise Failed(f"{where}: off by one. The last {steps} timesteps run; the first of them is "
-                             f"timesteps[{n} - {steps}] = {first}, you gave timesteps[{n - steps + offset}].")
-        raise Failed(f"{where} the first timestep is timesteps[len(timesteps) - steps] = {first}, got {got[0]}.")
-    return "the timesteps diffusers' get_timesteps keeps."
+def _as_strength(value) -> float:
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise Failed(f"the strength is a number between 0 and 1, got {value!r}.")
+    if not 0 < value <= 1:
+        raise Failed(f"the strength is a number in (0, 1], got {value!r}.")
+    return float(value)
+
+
+@exercise("16.1", "a start and a budget")
+def check_steps_and_strength(steps_and_strength):
+    answer = steps_and_strength()
+    if not isinstance(answer, (tuple, list)) or len(answer) != 2:
+        raise Failed("return two things, (num_inference_steps, strength), for example (10, 0.3).")
+    steps, strength = _as_int(answer[0], "num_inference_steps"), _as_strength(answer[1])
+    if steps < 1:
+        raise Failed(f"num_inference_steps must be at least 1, got {steps}.")
+    config = scheduler_config("squaredcos_cap_v2", "v_prediction")
+    calls = int(steps * strength)
+    if calls < 1:
+        raise Failed(f"int({steps} * {strength:g}) = 0: that strength runs no step at all.")
+    timesteps = strength_timesteps(_ddim(config, steps), steps, strength)
+    start = int(timesteps[0])
+    low, high = START_RANGE
+    setting = f"{steps} steps at strength {strength:g} run {calls} U-Net call{'s' if calls > 1 else ''} from t = {start}"
+    if calls > MAX_CALLS and low <= start <= high:
+        raise Failed(f"{setting}: the right start, but over the budget of {MAX_CALLS} calls. Fewer inference steps "
+                     "spread the same range of timesteps more widely.")
+    if calls > MAX_CALLS:
+        raise Failed(f"{setting}: over the budget of {MAX_CALLS} calls, and not between {low} and {high}.")
+    if not low <= start <= high:
+        if start < low:
+            hint = ("the strength is the share of the schedule's steps that run, so with "
+                    f"{steps} steps a small strength starts low. Keep the strength near 0.6 and use fewer steps.")
+        else:
+            hint = "start lower: a smaller share of the steps, or steps spaced differently."
+        raise Failed(f"{setting}, outside {low} to {high}: {hint}")
+    return (f"{setting}: with {steps} steps the trailing timesteps are {steps} evenly spaced levels, and "
+            f"int({steps} * strength) picks the last {calls}. Every strength from {calls / steps:g} up to below "
+            f"{(calls + 1) / steps:g} does the same: the count is rounded down.")
 
 
 # --------------------------------------------------------------------------- 16.2
 
-@lru_cache(maxsize=1)
-def _vae():
-    return weights.load("vae_fashion")
+def _signal_kept(config: dict, num_inference_steps: int) -> list[float]:
+    """sqrt(alpha_bar) at the first timestep of strength k / N, for k = 1 .. N."""
+    scheduler = _ddim(config, num_inference_steps)
+    timesteps = scheduler.timesteps
+    return [scheduler.alphas_cumprod[timesteps[num_inference_steps - k]].sqrt().item()
+            for k in range(1, num_inference_steps + 1)]
 
 
-def _images() -> torch.Tensor:
-    """Three pictures in [0, 1] (the same every time): flat shapes with a little texture."""
-    g = torch.Generator().manual_seed(162)
-    images = 0.1 * torch.rand((3, 1, 32, 32), generator=g)
-    images[0, :, 6:26, 10:16] += 0.8
-    images[1, :, 10:26, 6:26] += 0.6
-    images[2, :, 4:28, 8:24] += 0.7
-    return images.clamp(0, 1)
+@exercise("16.2", "the strength that keeps a share of the signal")
+def check_strength_for_signal(strength_for_signal):
+    from diffusers import DDIMScheduler
 
-
-def _noised(vae, images, alphas_cumprod, timestep, seed, *, order="latents first", encode="sample", scale=True,
-            to_range=True, mix="sqrt"):
-    """The noised latents written out, with switches that reproduce typical mistakes."""
-    g = torch.Generator().manual_seed(seed)
-    x = images * 2 - 1 if to_range else images
-
-    def encoded():
-        with torch.no_grad():
-            posterior = vae.encode(x).latent_dist
-        z = posterior.sample(g) if encode == "sample" else posterior.mode()
-        return z * vae.config.scaling_factor if scale else z
-
-    if order == "latents first":
-        latents = encoded()
-        noise = randn_tensor(latents.shape, g)
-    else:
-        noise = randn_tensor((len(images), vae.config.latent_channels, 8, 8), g)
-        latents = encoded()
-    a = alphas_cumprod[timestep]
-    if mix == "sqrt":
-        return a.sqrt() * latents + (1 - a).sqrt() * noise
-    if mix == "variance":
-        return a * latents + (1 - a) * noise
-    if mix == "half":
-        return a.sqrt() * latents + (1 - a) * noise
-    if mix == "swapped":
-        return (1 - a).sqrt() * latents + a.sqrt() * noise
-    raise ValueError(mix)
-
-
-@exercise("16.2", "noising the encoded picture")
-def check_noised_latents(noised_latents):
-    vae = _vae()
-    images = _images()
-    scheduler = _ddim(scheduler_config("squaredcos_cap_v2", "v_prediction"), 10)
-    alphas_cumprod = scheduler.alphas_cumprod.clone()
-    timestep = int(strength_timesteps(scheduler, 10, 0.6)[0])            # 599
-    got = noised_latents(vae, images.clone(), alphas_cumprod.clone(), timestep, torch.Generator().manual_seed(16))
-    # the reference: what StableDiffusionImg2ImgPipeline.prepare_latents does
-    g = torch.Generator().manual_seed(16)
-    with torch.no_grad():
-        latents = encode_image(vae, images, g)
-    expected = scheduler.add_noise(latents, randn_tensor(latents.shape, g), torch.tensor([timestep]))
-    if isinstance(got, torch.Tensor) and got.shape != expected.shape and got.shape == images.shape:
-        raise Failed("that has the picture's shape: encode it first, vae.encode(...).latent_dist, and noise the "
-                     "latents (B, 4, 8, 8).")
-    if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
-        shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
-        raise Failed(f"return the noised latents as a tensor of shape {tuple(expected.shape)}, got {shape}.")
-    got = got.detach().float()
-    noised = partial(_noised, vae, images, alphas_cumprod, timestep, 16)
-    wrong = {
-        "you drew the noise before sampling the encoder's latents; diffusers samples the latents first "
-        "(latent_dist.sample(generator)), then draws the noise from the same generator.":
-            noised(order="noise first"),
-        "that uses the mean of the encoder's Gaussian (mode()); diffusers draws a sample of it with the "
-        "generator, latent_dist.sample(generator), before drawing the noise.": noised(encode="mode"),
-        "you forgot the scaling factor: the U-Net works with the encoder's latents times "
-        "vae.config.scaling_factor.": noised(scale=False),
-        "the autoencoder takes pictures in [-1, 1]: map the [0, 1] pictures with images * 2 - 1 before encoding.":
-            noised(to_range=False),
-        "that mixes with the variances, abar x0 + (1 - abar) noise; the forward process mixes with their square "
-        "roots, sqrt(abar) x0 + sqrt(1 - abar) noise, so that the variance stays 1.": noised(mix="variance"),
-        "the noise's weight is sqrt(1 - abar), not (1 - abar).": noised(mix="half"),
-        "the weights are the wrong way round: the signal gets sqrt(abar), the noise sqrt(1 - abar).":
-            noised(mix="swapped"),
-    }
-    _name_the_mistake(got, wrong)
-    if not _close(got, expected):
-        again = noised_latents(vae, images.clone(), alphas_cumprod.clone(), timestep, torch.Generator().manual_seed(16))
-        if isinstance(again, torch.Tensor) and not torch.equal(again.detach().float(), got):
-            raise Failed("two calls with generators of the same seed gave different latents: draw the encoder's "
-                         "sample and the noise with the generator you are given.")
-        raise Failed("the latents differ from the pipeline's: encode (images * 2 - 1), latent_dist.sample(generator) "
-                     "times the scaling factor; then noise = torch.randn(latents.shape, generator=generator); then "
-                     "sqrt(abar_t) latents + sqrt(1 - abar_t) noise.")
-    timestep = int(strength_timesteps(scheduler, 10, 0.3)[0])
-    got = noised_latents(vae, images.clone(), alphas_cumprod.clone(), timestep, torch.Generator().manual_seed(3))
-    if not _close(got, _noised(vae, images, alphas_cumprod, timestep, 3)):
-        raise Failed(f"right at timestep 599, wrong at timestep {timestep}: use the timestep you are given.")
-    return "the latents StableDiffusionImg2ImgPipeline starts from, for the same generator."
+    cases = [("our schedule", scheduler_config("squaredcos_cap_v2", "v_prediction"), 10, 0.75),
+             ("Stable Diffusion 1.5's schedule", _SD15, 10, 0.1),         # strength 1 still keeps 0.118
+             ("our schedule", scheduler_config("squaredcos_cap_v2", "v_prediction"), 25, 0.3)]
+    for name, config, steps, min_signal in cases:
+        signals = _signal_kept(config, steps)
+        best = max(k for k in range(1, steps + 1) if signals[k - 1] >= min_signal)       # steps that may run
+        got = _as_strength(strength_for_signal(DDIMScheduler.from_config(config), steps, min_signal))
+        runs = int(steps * got)
+        if runs == best:
+            continue
+        where = (f"with {name}, {steps} steps and min_signal {min_signal}: your strength {got:g} runs {runs} "
+                 f"step{'s' if runs != 1 else ''}")
+        if runs == 0:
+            raise Failed(f"{where}: int({steps} * {got:g}) = 0 runs nothing. Return a strength, a share of the steps.")
+        kept = signals[runs - 1]
+        squared = max(k for k in range(1, steps + 1) if signals[k - 1] ** 2 >= min_signal)
+        alphas_cumprod = _ddim(config, steps).alphas_cumprod
+        paper = max([k for k in range(1, steps + 1)
+                     if alphas_cumprod[min(1000 * k // steps, 999)].sqrt().item() >= min_signal], default=0)
+        if runs == paper:
+            raise Failed(f"{where}: you read the signal at t = strength x 1000, as the SDEdit paper sets t0. diffusers "
+                         "starts at the first of the last int(N * strength) timesteps of the scheduler's own list "
+                         f"({_ddim(config, steps).timesteps.tolist()} here): read sqrt(alphas_cumprod) there.")
+        if abs(got - (1 - min_signal)) < 1e-9:
+            raise Failed(f"{where}: 1 - min_signal assumes the signal falls in a straight line with the strength. "
+                         "It does not: read sqrt(alphas_cumprod) at the first timestep that runs.")
+        if runs == squared and runs < best:
+            raise Failed(f"{where}: you compared alphas_cumprod with min_signal; the share of the signal is its "
+                         f"square root, sqrt(alphas_cumprod) (the x0 term of x_t).")
+        if runs > best:
+            raise Failed(f"{where}, from t = {int(_ddim(config, steps).timesteps[steps - runs])}, where "
+                         f"sqrt(alpha_bar) = {kept:.3f} is below {min_signal}: too strong.")
+        if runs == 1:
+            raise Failed(f"{where}: the smallest strength keeps the most signal, but the question is the largest "
+                         f"that still keeps {min_signal}: {best} steps do.")
+        raise Failed(f"{where}, keeping {kept:.3f} of the signal; {best} steps still keep at least {min_signal} "
+                     f"({signals[best - 1]:.3f}). Take the largest strength that passes.")
+    return ("the strength is a share of the steps (rounded down), and what survives is sqrt(alpha_bar) at the "
+            "first timestep that runs: the same strength keeps different shares in different schedules.")
 
 
 # --------------------------------------------------------------------------- 16.3

@@ -85,54 +85,62 @@ def check_mask_out(mask_out):
 
 # --------------------------------------------------------------------------- 17.3
 
-def _ddim():
-    from diffusers import DDIMScheduler
-
-    scheduler = DDIMScheduler.from_config(scheduler_config("squaredcos_cap_v2", "v_prediction"))
-    scheduler.set_timesteps(10)
-    return scheduler
+KEEP_ROWS = 10               # exercise 17.3: the mask must keep the top rows (neckline and shoulders)
+MIN_DRESSES = 7              # of the 8 t-shirts
+MAX_CHANGE_OUTSIDE = 0.10    # mean |change| of the pixels the mask keeps
+_inpainting = {}
 
 
-@exercise("17.3", "one blend of the known region")
-def check_blend(blend):
-    scheduler = _ddim()
-    timesteps = scheduler.timesteps
-    g = torch.Generator().manual_seed(173)
-    latents, known, noise = (torch.randn((2, 4, 8, 8), generator=g) for _ in range(3))
-    mask = latent_mask(torch.cat([box_mask(32, 0, 0, 16, 32), box_mask(32, 8, 8, 16, 16)]), 4)
+def _dress_edit(mask: torch.Tensor) -> tuple[list[int], float]:
+    """The first 8 test t-shirts inpainted with the 9-channel model as "a photo of a dress": classes, change outside."""
+    from sdlearn.data import fashion_caption, fashion_for_diffusion
+    from sdlearn.editing import inpaint
+    from sdlearn.metrics import change_outside, classify, shipped_classifier
+    from sdlearn.pipelines import load
 
-    def reference(i, noised_to=None, invert=False, last_noised=False):
-        m = 1 - mask if invert else mask
-        if i < len(timesteps) - 1 or last_noised:
-            t = timesteps[min(i + 1, len(timesteps) - 1)] if noised_to is None else noised_to
-            proper = scheduler.add_noise(known, noise, torch.tensor([t]))
-        else:
-            proper = known
-        return (1 - m) * proper + m * latents
+    if "pipe" not in _inpainting:
+        _inpainting["pipe"] = load("fashion_inpainting")
+        images, labels = fashion_for_diffusion("test")
+        _inpainting["shirts"] = (images[labels == 0][:8] + 1) / 2
+    shirts = _inpainting["shirts"]
+    results = inpaint(_inpainting["pipe"], [fashion_caption(3)] * 8, shirts, mask, guidance_scale=5.0,
+                      num_inference_steps=15, generator=torch.Generator().manual_seed(0))
+    probabilities, _ = classify(shipped_classifier(), results[..., 2:30, 2:30])
+    return probabilities.argmax(1).tolist(), change_outside(results, shirts, mask).mean().item()
 
-    i = 3
-    got = _tensor(blend(scheduler, latents.clone(), known.clone(), noise.clone(), mask.clone(), timesteps, i),
-                  "the blended latents", reference(i))
-    wrong = {
-        "the known latents went in clean; after step i the latents sit at timestep timesteps[i + 1], so noise "
-        "the known latents to that timestep first (scheduler.add_noise).": (1 - mask) * known + mask * latents,
-        "that noises the known latents to timesteps[i], the step just taken; the new latents are at "
-        "timesteps[i + 1].": reference(i, noised_to=timesteps[i]),
-        "the mask is the wrong way round: keep the known latents where the mask is 0, the new latents where it is "
-        "1.": reference(i, invert=True),
-    }
-    name_the_mistake(got, wrong)
-    if not _close(got, reference(i)):
-        raise Failed("the blend differs from (1 - mask) * add_noise(known, noise, timesteps[i + 1]) + mask * latents.")
-    last = len(timesteps) - 1
-    got = _tensor(blend(scheduler, latents.clone(), known.clone(), noise.clone(), mask.clone(), timesteps, last),
-                  "the blended latents", reference(last))
-    if _close(got, reference(last, last_noised=True)):
-        raise Failed("after the last step there is no next timestep: put back the clean known latents, unnoised.")
-    if not _close(got, reference(last)):
-        raise Failed("right in the middle of the run, wrong after the last step: there, blend the clean known "
-                     "latents in.")
-    return "the blend StableDiffusionInpaintPipeline does after every step with a 4-channel U-Net."
+
+@exercise("17.3", "a mask for a dress, found by experiment")
+def check_dress_mask(dress_mask):
+    from sdlearn.data import FASHION_CLASSES
+
+    mask = dress_mask()
+    if not isinstance(mask, torch.Tensor):
+        raise Failed(f"return the mask as a tensor, (1, 1, 32, 32), not {type(mask).__name__}.")
+    if mask.shape != (1, 1, 32, 32):
+        raise Failed(f"the mask should have shape (1, 1, 32, 32), one for every picture, got {tuple(mask.shape)}.")
+    mask = mask.detach().float()
+    if not torch.all((mask == 0) | (mask == 1)):
+        raise Failed("the mask holds only 0 (keep) and 1 (repaint); round or threshold yours.")
+    if mask.sum() == 0:
+        raise Failed("the mask is all 0: nothing would be repainted.")
+    if mask[..., :KEEP_ROWS, :].any():
+        rows = sorted(set(mask[0, 0, :KEEP_ROWS].nonzero()[:, 0].tolist()))
+        raise Failed(f"the mask repaints rows {rows} of the top {KEEP_ROWS}, the neckline and shoulders the edit "
+                     "must keep. Keep them at 0.")
+    classes, outside = _dress_edit(mask)
+    dresses = classes.count(3)
+    covered = f"your mask repaints {mask.mean().item():.0%} of the picture"
+    if dresses < MIN_DRESSES:
+        others = ", ".join(f"{FASHION_CLASSES[c]} {classes.count(c)}" for c in sorted(set(classes)) if c != 3)
+        raise Failed(f"{covered}, and {dresses} of the 8 results are dresses ({others}): what the mask keeps "
+                     "still says t-shirt. Repaint more of what makes it one (the lesson's lower half was not "
+                     "enough), or its shape.")
+    if outside > MAX_CHANGE_OUTSIDE:
+        raise Failed(f"{covered}; {dresses} of 8 are dresses, but the pixels it keeps changed by {outside:.3f} on "
+                     f"average, more than {MAX_CHANGE_OUTSIDE}: the 9-channel model moves the kept part too (the "
+                     "lesson's table). Change the mask's shape, so the kept part fits a dress better.")
+    return (f"{covered}; {dresses} of 8 are dresses and the kept pixels changed by {outside:.3f}: the top stays, and "
+            "enough of the shirt is repainted for the prompt to win.")
 
 
 # --------------------------------------------------------------------------- 17.4

@@ -2,228 +2,149 @@
 
 from __future__ import annotations
 
-from functools import lru_cache, partial
+import math
 
 import torch
 
 from sdlearn.exercises import Failed, exercise, name_the_mistake, same_tensor
 
-_close = partial(same_tensor, rtol=1e-5, atol=1e-7)
-_name_the_mistake = partial(name_the_mistake, rtol=1e-5, atol=1e-7)
-
-
-def _shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Whether writing into `b` would change `a` (a view, or the same storage)."""
-    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
-
 
 # --------------------------------------------------------------------------- 18.1
 
-def _table_after_a_step(rows: int, width: int, seed: int) -> tuple[torch.nn.Parameter, torch.Tensor]:
-    """A trainable table and its original: every row has moved a little, as after an AdamW step."""
-    g = torch.Generator().manual_seed(seed)
-    original = torch.randn((rows, width), generator=g) * 0.2
-    table = torch.nn.Parameter(original + torch.randn((rows, width), generator=g) * 0.01)
-    return table, original
+def _adam(row: torch.Tensor, gradient: torch.Tensor, lr: float, steps: int) -> torch.Tensor:
+    """The experiment: torch.optim.Adam (no weight decay) given the same gradient at every step."""
+    parameter = torch.nn.Parameter(row.clone())
+    optimizer = torch.optim.Adam([parameter], lr=lr)
+    for _ in range(steps):
+        parameter.grad = gradient.clone()
+        optimizer.step()
+    return parameter.detach()
 
 
-def _restored(table: torch.Tensor, original: torch.Tensor, new_ids) -> torch.Tensor:
-    expected = original.clone()
-    expected[list(new_ids)] = table.detach()[list(new_ids)]
-    return expected
-
-
-@exercise("18.1", "put the other rows back")
-def check_restore_rows(restore_rows):
-    for new_ids in ([11], [3, 11]):
-        table, original = _table_after_a_step(12, 4, seed=181 + len(new_ids))
-        moved, kept_original = table.detach().clone(), original.clone()
-        expected = _restored(table, original, new_ids)
-        try:
-            restore_rows(table, original, list(new_ids))
-        except RuntimeError as exc:
-            if "leaf Variable" in str(exc) or "requires grad" in str(exc):
-                raise Failed("autograd refused to write into a parameter that requires gradients: do the copy "
-                             "inside `with torch.no_grad():`, as diffusers' script does.") from exc
-            raise
-        if not isinstance(table, torch.nn.Parameter) or not table.requires_grad:
-            raise Failed("the table must stay a parameter that requires gradients, or the new row stops training.")
-        got = table.detach()
-        if not torch.equal(original, kept_original):
-            raise Failed("`original` changed: copy from it into the table, never the other way.")
-        if torch.equal(got, moved):
-            raise Failed("the table itself did not change: write into it in place (table[keep] = original[keep] "
-                         "under torch.no_grad()). Returning a new tensor or rebinding a name leaves the optimizer's "
-                         "parameter as it was, and table[keep].copy_(...) writes into a copy (indexing with a mask "
-                         "copies).")
-        _name_the_mistake(got, {
-            "you put the new rows back too: the learned rows return to their start after every step, so training "
-            "never moves them. Keep every row except the ones in new_ids.": original,
-            "that is the other way round: you reset the new rows and left the others where the step put them. "
-            "Copy back every row that is *not* in new_ids.": _restored(original, table.detach(), new_ids),
-        })
-        one_kept = [_restored(table, original, new_ids[:1]), _restored(table, original, new_ids[-1:])]
-        if len(new_ids) > 1 and any(_close(got, wrong) for wrong in one_kept):
-            raise Failed("right with one new row, wrong with two: keep every id in new_ids (diffusers trains "
-                         "several vectors per placeholder with --num_vectors).")
-        if not _close(got, expected):
-            raise Failed("the table differs from the original in rows that are not in new_ids, or lost the new "
-                         "rows' values.")
-    return "the step diffusers' textual inversion script runs after every optimizer step."
+@exercise("18.1", "where Adam moves a row")
+def check_adam_row_after(adam_row_after):
+    g = torch.Generator().manual_seed(181)
+    row = torch.randn(8, generator=g)
+    sizes = torch.tensor([10.0, 1.0, 0.1, 1e-2, 1e-3, 1e-4, 1.0, 0.0])    # very different sizes, and one zero
+    signs = torch.tensor([1.0, -1.0, 1.0, -1.0, 1.0, -1.0, -1.0, 1.0])
+    gradient = sizes * signs
+    lr, steps = 1e-2, 5
+    expected = _adam(row, gradient, lr, steps)
+    got = adam_row_after(row.clone(), gradient.clone(), lr, steps)
+    if not isinstance(got, torch.Tensor):
+        raise Failed(f"return the row as a tensor, (D,), not {type(got).__name__}.")
+    if got.shape != row.shape:
+        raise Failed(f"return the row, shape {tuple(row.shape)}, got {tuple(got.shape)}.")
+    got = got.detach().float()
+    wrong = {
+        "that is plain gradient descent, row - lr * steps * gradient: each number moves in proportion to its "
+        "gradient. Adam divides by the running root mean square of the gradient, so with the same gradient at every "
+        "step each number moves by lr per step, whatever its size.": row - lr * steps * gradient,
+        "that is one step; the row moves by lr at each of the steps.": row - lr * gradient.sign(),
+        "Adam steps against the gradient, downhill: row - ..., not row + ...": row + lr * steps * gradient.sign(),
+        "you divided by the length of the whole gradient vector; Adam divides each number by its own running "
+        "root mean square, so every number moves by lr per step.": row - lr * steps * gradient / gradient.norm(),
+        "a number whose gradient is exactly 0 does not move (Adam's moments stay 0); the others move by lr per "
+        "step.": row - lr * steps * (signs),
+    }
+    name_the_mistake(got, wrong, atol=1e-5)
+    if not same_tensor(got, expected, atol=1e-5):
+        raise Failed("the row differs from what torch.optim.Adam gives after these steps. With the same gradient g at "
+                     "every step, the bias-corrected moments are m = g and v = g^2: what is m / sqrt(v)?")
+    again = adam_row_after(row.clone(), gradient.clone(), 3e-3, 12)
+    if not isinstance(again, torch.Tensor) or not same_tensor(again.detach().float(), _adam(row, gradient, 3e-3, 12),
+                                                              atol=1e-5):
+        raise Failed("right for lr = 1e-2 and 5 steps, wrong for 3e-3 and 12: use the arguments you are given.")
+    return ("each number moves by lr per step, whatever the size of its gradient (a gradient of 1e-4 moves it as far "
+            "as one of 10): a row that the loss barely touches still moves as far as the new word's.")
 
 
 # --------------------------------------------------------------------------- 18.2
 
-@lru_cache(maxsize=1)
-def _tokenizer():
-    """The shipped pipeline's tokenizer (CLIP's vocabulary), without loading the models."""
-    from transformers import CLIPTokenizer
+def _as_whole(value, what: str) -> int:
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise Failed(f"{what} should be a whole number, got {value!r}.")
+    if value != int(value):
+        raise Failed(f"{what} should be a whole number of steps, got {value!r}: round it (which way?).")
+    return int(value)
 
-    from sdlearn import weights
 
-    return CLIPTokenizer.from_pretrained(str(weights.resolve("fashion_text2image") / "tokenizer"))
-
-
-@exercise("18.2", "start from a one-token word")
-def check_initial_row(initial_row):
-    tokenizer = _tokenizer()
-    table = torch.randn((len(tokenizer), 8), generator=torch.Generator().manual_seed(182))
-    before = table.clone()
-    for word in ("shoe", "bag"):
-        token_id = tokenizer.encode(word, add_special_tokens=False)[0]
-        got = initial_row(tokenizer, table, word)
-        if not isinstance(got, torch.Tensor):
-            raise Failed(f"return the row as a tensor, got {type(got).__name__}.")
-        if not torch.equal(table, before):
-            raise Failed("the table changed: read the word's row, do not write into the table here.")
-        got_values = got.detach().reshape(-1) if got.numel() == table.shape[1] else got.detach()
-        _name_the_mistake(got_values, {
-            "that is the row of <|startoftext|>: tokenizer.encode adds the start and end tokens unless you pass "
-            "add_special_tokens=False.": table[tokenizer.bos_token_id],
-            "that is the row of <|endoftext|>: tokenizer.encode adds the start and end tokens unless you pass "
-            "add_special_tokens=False.": table[tokenizer.eos_token_id],
-            f"that is the row of the piece {word!r} inside a longer word: a whole word is stored as "
-            f"'{word}</w>', so convert_tokens_to_ids({word!r}) finds another entry. Use "
-            "tokenizer.encode(word, add_special_tokens=False).": table[tokenizer.convert_tokens_to_ids(word)],
-        })
-        if got.shape != (table.shape[1],):
-            raise Failed(f"return one row of shape ({table.shape[1]},), got {tuple(got.shape)}.")
-        if not torch.equal(got_values, table[token_id]):
-            raise Failed(f"that is not the row of {word!r} (id {token_id}).")
-        if _shares_memory(got, table):
-            raise Failed("you returned a view into the table: when training later moves the new row in place, or "
-                         "the table is restored, this 'copy' moves with it. Return table[token_id].clone().")
-    pieces = tokenizer.encode("ankle boot", add_special_tokens=False)
-    try:
-        got = initial_row(tokenizer, table, "ankle boot")
-    except ValueError:
-        return "the check diffusers' script makes before it copies the initializer's row."
-    except Exception as exc:
-        raise Failed(f"for 'ankle boot' your code raised {type(exc).__name__}; raise a ValueError that says the "
-                     f"word is {len(pieces)} tokens.") from exc
-    if isinstance(got, torch.Tensor) and got.numel() == table.shape[1]:
-        got = got.detach().reshape(-1)
-        if torch.equal(got, table[pieces[0]]):
-            raise Failed("'ankle boot' is two tokens, ['ankle</w>', 'boot</w>'], and you took the first: the new word "
-                         "would start as 'ankle'. Refuse it with a ValueError, as diffusers does.")
-        if _close(got, table[pieces].mean(0)):
-            raise Failed("'ankle boot' is two tokens and you averaged their rows: one vector that is neither word. "
-                         "Refuse a multi-token initializer with a ValueError, as diffusers does.")
-    raise Failed("'ankle boot' is two tokens: raise a ValueError instead of returning a row.")
+@exercise("18.2", "how long until a frozen row has shrunk")
+def check_steps_to_shrink(steps_to_shrink):
+    cases = [(2e-3, 1e-2, 0.5),          # diffusers' README learning rate: when is a "frozen" row halved?
+             (3e-3, 1e-2, 0.97),         # this lesson's: 3% shorter
+             (2e-3, 1e-2, 0.1)]          # and to a tenth
+    for lr, weight_decay, factor in cases:
+        got = _as_whole(steps_to_shrink(lr, weight_decay, factor), "the number of steps")
+        keep = 1 - lr * weight_decay                          # what one AdamW step leaves of a row without gradient
+        right = math.ceil(math.log(factor) / math.log(keep))
+        if keep ** right > factor:                            # guard the rounding of the logarithms
+            right += 1
+        if got == right:
+            continue
+        where = f"for lr {lr:g}, weight_decay {weight_decay:g} and factor {factor:g} you said {got:,}"
+        approximate = math.ceil(-math.log(factor) / (lr * weight_decay))
+        if got == right - 1:
+            raise Failed(f"{where}: after {got:,} steps the row is {keep ** got:.6f} of its length, still above "
+                         f"{factor:g}. Take the first whole number of steps that gets there: round up.")
+        if got == approximate:
+            raise Failed(f"{where}: -ln(factor) / (lr * weight_decay) uses ln(1 - x) ~ -x, close but not exact; the "
+                         f"row is {keep ** got:.7f} of its length after {got:,} steps. Use log(factor) / "
+                         "log(1 - lr * weight_decay).")
+        if got == math.ceil(math.log(factor) / math.log(1 - weight_decay)):
+            raise Failed(f"{where}: AdamW multiplies by 1 - lr * weight_decay at each step, not 1 - weight_decay.")
+        raise Failed(f"{where}: after {got:,} steps the row is {keep ** got:.6f} of its length. Find the smallest k "
+                     f"with (1 - lr * weight_decay)^k <= factor.")
+    return ("k = ceil(log(factor) / log(1 - lr * weight_decay)): at the README's learning rate about 35,000 steps "
+            "halve a frozen row and about 115,000 leave a tenth; at this lesson's, about 1,000 take 3% off.")
 
 
 # --------------------------------------------------------------------------- 18.3
 
-def _similarity_table() -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows of very different lengths, so that cosine, dot product and distance rank them differently."""
+def _chance_similarity(num_rows: int, dim: int, trials: int = 301) -> float:
+    """The median over `trials` draws of the largest cosine similarity of a fixed direction with `num_rows` random ones.
+
+    The cosine of a fixed unit vector with a Gaussian vector is x1 / sqrt(x1^2 + chi^2_{dim - 1}), so the draws
+    need two numbers per row, not `dim`.
+    """
     g = torch.Generator().manual_seed(183)
-    table = torch.randn((40, 6), generator=g)
-    table = table * torch.linspace(0.1, 3.0, 40)[torch.randperm(40, generator=g)][:, None]
-    vector = table[7] * 0.5 + 0.05 * torch.randn(6, generator=g)
-    return table, vector
+    x1 = torch.randn((trials, num_rows), generator=g, dtype=torch.float64)
+    rest = torch._standard_gamma(torch.full((trials, num_rows), (dim - 1) / 2, dtype=torch.float64),
+                                 generator=g) * 2          # chi^2 with dim - 1 degrees of freedom
+    cosine = x1 / (x1 ** 2 + rest).sqrt()
+    return cosine.max(dim=1).values.median().item()
 
 
-def _ids(got, what: str = "the ids") -> list[int]:
-    if isinstance(got, torch.Tensor):
-        got = got.tolist()
-    if not isinstance(got, (list, tuple)) or not all(isinstance(i, int) and not isinstance(i, bool) for i in got):
-        raise Failed(f"return {what} as a list of ints (or a tensor of them), got {got!r}.")
-    return list(got)
-
-
-def _ranked(scores: torch.Tensor, k: int, exclude=(), largest: bool = True) -> list[int]:
-    scores = scores.clone().double()
-    for i in exclude:
-        scores[i] = float("-inf") if largest else float("inf")
-    return scores.topk(k, largest=largest).indices.tolist()
-
-
-@exercise("18.3", "the nearest words")
-def check_nearest_tokens(nearest_tokens):
-    table, vector = _similarity_table()
-    k, exclude = 5, [7]
-    cosine = torch.nn.functional.cosine_similarity(table, vector[None], dim=1)
-    expected = _ranked(cosine, k, exclude)
-    got = _ids(nearest_tokens(table.clone(), vector.clone(), k, list(exclude)))
-    if len(got) != k:
-        raise Failed(f"return k = {k} ids, got {len(got)}.")
-    wrong = {
-        "you ranked by the dot product, which favours long rows whatever their direction: divide by both "
-        "lengths (cosine similarity).": _ranked(table @ vector, k, exclude),
-        "you ranked by Euclidean distance, which favours short rows near the origin; the question is the "
-        "direction, so use cosine similarity.": _ranked((table - vector).norm(dim=1), k, exclude, largest=False),
-        "those are the least similar rows: sort from the largest cosine similarity down.":
-            _ranked(cosine, k, exclude, largest=False),
-        "the row in `exclude` came first (it is the vector's own row, or the word it started from): leave out "
-        "every id in exclude.": _ranked(cosine, k),
-    }
-    for message, answer in wrong.items():
-        if got == answer:
-            raise Failed(message)
-    if got != expected and sorted(got) == sorted(expected):
-        raise Failed("the right ids in the wrong order: the most similar first.")
-    if got != expected:
-        raise Failed(f"expected {expected} (cosine similarity, largest first, without {exclude}), got {got}.")
-    return "the look-up that shows which words of the vocabulary a learned vector lies near."
-
-
-# --------------------------------------------------------------------------- 18.4
-
-@exercise("18.4", "weight decay without a gradient")
-def check_decayed_row(decayed_row):
-    g = torch.Generator().manual_seed(184)
-    row = torch.randn(8, generator=g)
-    lr, weight_decay, steps = 0.1, 0.5, 10
-    table = torch.nn.Parameter(row.clone()[None])
-    optimizer = torch.optim.AdamW([table], lr=lr, weight_decay=weight_decay)
-    for _ in range(steps):
-        table.grad = torch.zeros_like(table)
-        optimizer.step()
-    expected = table.detach()[0]
-    adam = torch.nn.Parameter(row.clone()[None])               # the same with Adam's L2 weight decay
-    optimizer = torch.optim.Adam([adam], lr=lr, weight_decay=weight_decay)
-    for _ in range(steps):
-        adam.grad = torch.zeros_like(adam)
-        optimizer.step()
-    got = decayed_row(row.clone(), lr, weight_decay, steps)
-    if not isinstance(got, torch.Tensor) or got.shape != row.shape:
-        raise Failed(f"return the row as a tensor of shape {tuple(row.shape)}, got {got!r}.")
-    got = got.detach().float()
-    _name_the_mistake(got, {
-        "the row did not move: with a zero gradient Adam's own step is zero, but AdamW also multiplies every "
-        "weight by (1 - lr * weight_decay) at every step, whatever its gradient.": row,
-        "you left out the learning rate: AdamW's decay per step is lr * weight_decay, not weight_decay.":
-            row * (1 - weight_decay) ** steps,
-        "that is one step; the factor (1 - lr * weight_decay) applies at every step, so raise it to the power "
-        "steps.": row * (1 - lr * weight_decay),
-        "you subtracted the decay of the first step every time (linear); each step shrinks what the last "
-        "left, so the factors multiply: (1 - lr * weight_decay) ** steps.": row * (1 - lr * weight_decay * steps),
-        "close, but exp(-lr * weight_decay * steps) is the limit of many small steps; AdamW multiplies by "
-        "(1 - lr * weight_decay) once per step.": row * torch.exp(torch.tensor(-lr * weight_decay * steps)),
-        "that is torch.optim.Adam's weight_decay: an L2 term added to the gradient, which Adam then scales to "
-        "about lr per step. AdamW decays the weights directly, apart from the gradient.":
-            adam.detach()[0],
-    }, rtol=1e-4, atol=1e-6)
-    if not torch.allclose(got, expected, rtol=1e-4, atol=1e-6):
-        raise Failed("the row differs from what torch.optim.AdamW leaves after those steps with a zero gradient.")
-    return "why zeroing the other rows' gradients does not freeze them under AdamW."
+@exercise("18.3", "how similar is a random row by chance")
+def check_chance_similarity(chance_similarity):
+    tolerance = 0.04
+    for num_rows, dim in [(49408, 64), (25, 64), (2000, 768)]:
+        got = chance_similarity(num_rows, dim)
+        if isinstance(got, torch.Tensor):
+            if got.numel() != 1:
+                raise Failed(f"return one number, the typical largest similarity, not a tensor of shape "
+                             f"{tuple(got.shape)}.")
+            got = got.item()
+        if isinstance(got, bool) or not isinstance(got, (int, float)) or math.isnan(got):
+            raise Failed(f"return one number, a cosine similarity, not {got!r}.")
+        right = _chance_similarity(num_rows, dim)
+        if abs(got - right) <= tolerance:
+            continue
+        where = f"for {num_rows:,} random rows in {dim} dimensions you said {got:.3f}"
+        if abs(got) < 0.02:
+            raise Failed(f"{where}: that is the typical similarity of one random row, about 0. The question is the "
+                         "largest of them: take the max over the rows, then the median over many draws.")
+        if got > 1:
+            raise Failed(f"{where}: a cosine similarity is at most 1. Divide the dot products by both lengths.")
+        if abs(got - math.sqrt(2 * math.log(num_rows) / dim)) < 1e-6:
+            raise Failed(f"{where}: sqrt(2 ln n / d) is the large-n limit and overestimates at these sizes; simulate "
+                         "it instead.")
+        if got > right + tolerance and got > 0.6:
+            raise Failed(f"{where}, far above chance: are your random rows all positive (torch.rand)? A random "
+                         "direction has entries of both signs: use torch.randn.")
+        raise Failed(f"{where}; many draws give about {right:.2f}. Draw the rows from a Gaussian (torch.randn), take "
+                     "the largest cosine with a fixed random vector, and repeat (20 draws or more) to take the median.")
+    return ("chance alone gives about 0.49 among 49,408 random rows in 64 dimensions, but about 0.24 among 25: the "
+            "lesson's 0.57 for 'left' stands out among the 25 trained words, less so among all rows.")
