@@ -131,3 +131,93 @@ def test_tables_copied_into_lessons_match_what_the_benchmarks_wrote(path):
             written = (ROOT / match["file"]).read_text().strip("\n")
             assert match["table"] == written, \
                 f"{path.name} shows an old copy of {match['file']}: paste the file's current text between the markers"
+
+
+# --------------------------------------------------------------------------- numbers in the prose
+
+NUMBER = re.compile(r"(?<![\w.$^{\\/=-])(\d+\.\d+)(%?)(?![\w.])")
+PRINTED = re.compile(r"\d+\.\d+(?:e[+-]?\d+)?")
+# Numbers a lesson quotes from elsewhere (a paper, a model card, another lesson): lesson -> {number: source}
+QUOTED = {
+    "00_tour": {"0.98": "sdlearn.metrics.SATURATION_LEVEL, the burnt-out threshold"},
+    "12_clip": {"0.67": "-log(0.51), the loss of the probability computed in the text"},
+    "14_guidance": {"0.98": "sdlearn.metrics.SATURATION_LEVEL, the burnt-out threshold",
+                    "2.1": "the mean realism of real test images, 2.14 (printed in lesson 05)"},
+    "18_textual_inversion": {"0.03": "1 - (1 - lr x weight decay)^10, AdamW's shrinkage over ten steps"},
+    "02_derivatives": {"1.5": "2 x 786,432 forward passes, in millions"},
+    "07_unet": {"3.4": "859.5M float32 parameters x 4 bytes, in GB"},
+    "09_autoencoders": {"1.7": "0.460 / 0.274, the ratio of two printed distances",
+                        "5.5": "1 / 0.18215, Stable Diffusion's scaling factor"},
+    "10_latent_diffusion": {"3.6": "-2.20 + 5.8, the printed interval's upper end"},
+    "19_dreambooth_lora": {"3.4": "860M float32 parameters x 4 bytes, in GB"},
+}
+
+
+def _prose(source: str) -> str:
+    """A markdown cell without maths, code, links and the benchmark tables copied in."""
+    source = GENERATED.sub("", source)
+    source = re.sub(r"(Stable\s+Diffusion|SD|SDXL)\s+\d+(\.\d+)?", " ", source)          # model versions
+    source = re.sub(r"\$\$.*?\$\$", " ", source, flags=re.S)
+    source = re.sub(r"\$[^$\n]*\$", " ", source)
+    source = re.sub(r"`[^`]*`", " ", source)
+    source = re.sub(r"\]\([^)]*\)", "]", source)
+    return source
+
+
+def _printed(nb) -> str:
+    """What the lesson prints and computes: every code cell's source and text outputs, and the tables it copies."""
+    parts = []
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            parts.append(cell.source)
+            for output in cell.get("outputs", []):
+                if "text" in output:
+                    parts.append(output["text"])
+                elif "text/plain" in output.get("data", {}):
+                    parts.append(output["data"]["text/plain"])
+        else:
+            parts += [m["table"] for m in GENERATED.finditer(cell.source)]
+    return "\n".join(parts)
+
+
+def _appears(number: str, printed_numbers: list[float], percent: bool = False) -> bool:
+    """`number` as the text writes it is one of the printed numbers rounded to its decimals (a
+    percentage may be printed as a fraction: 15.5% as 0.155)."""
+    decimals = len(number.split(".")[1])
+    value = float(number)
+    if any(abs(round(p, decimals) - value) < 10 ** -(decimals + 3) for p in printed_numbers):
+        return True
+    return percent and any(abs(round(100 * p, decimals) - value) < 10 ** -(decimals + 3) for p in printed_numbers)
+
+
+def _stale_numbers(nb, quoted) -> list[str]:
+    printed = [float(p) for p in PRINTED.findall(_printed(nb))]
+    stale = []
+    for cell in nb.cells:
+        if cell.cell_type != "markdown":
+            continue
+        for match in NUMBER.finditer(_prose(cell.source)):
+            number = match[1]
+            if number not in quoted and not _appears(number, printed, percent=match[2] == "%"):
+                stale.append(number)
+    return stale
+
+
+def test_the_prose_check_finds_a_stale_number_and_accepts_rounding_and_percentages():
+    nb = nbformat.v4.new_notebook()
+    code = nbformat.v4.new_code_cell("print(score)")
+    code.outputs = [nbformat.v4.new_output("stream", name="stdout", text="distance 0.439, share 0.155, max 4.2e-01\n")]
+    nb.cells = [code, nbformat.v4.new_markdown_cell(
+        "30 steps reach 0.44 (15.5% kept, up to 0.42), against 0.384 for 3 steps; $x = 0.5$ and `lr=0.1` are not prose.")]
+    assert _stale_numbers(nb, {}) == ["0.384"]
+    assert _stale_numbers(nb, {"0.384": "quoted from elsewhere"}) == []
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=[p.stem for p in LESSONS])
+def test_numbers_in_the_prose_are_printed_by_the_lesson(path):
+    """Every decimal number a lesson's text states is printed (or computed) by the lesson itself,
+    to the precision quoted, or it is listed in QUOTED with where it comes from. A sentence whose
+    number the outputs do not show has gone stale, or was never measured."""
+    stale = _stale_numbers(nbformat.read(path, as_version=4), QUOTED.get(path.stem, {}))
+    assert not stale, (f"{path.name} states numbers that none of its outputs shows: {sorted(set(stale))}; "
+                       f"print them, correct them, or list them in QUOTED with their source")
