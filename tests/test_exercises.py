@@ -111,8 +111,9 @@ def _wrong_answers():
     def one_minus_noise(logits):
         return 1 - logits.softmax(-1)[:, 10]
 
-    def cube_only(f, x, eps):
-        return ((x + eps) ** 3 - x ** 3) / eps
+    def forward_difference(f, x, h):
+        x = torch.tensor(x, dtype=torch.float64)
+        return ((f(x + h) - f(x)) / h).item()
 
     def divide_by_b(a, b):
         return ((a - b).abs() / b.abs().clamp_min(1e-8)).max().item()
@@ -123,7 +124,7 @@ def _wrong_answers():
     return [
         ("01.1", (naive_probability,), "NaN or inf"),
         ("01.1", (one_minus_noise,), "rounds to 0"),
-        ("02.1", (cube_only,), "Use the f you are given"),
+        ("02.1", (forward_difference,), "a finite difference, forward or central"),
         ("02.4", (divide_by_b,), "not by one of them"),
         ("02.4", (tensor_result,), ".item()"),
     ]
@@ -144,7 +145,8 @@ def test_grading_uses_the_reference_checks_not_the_students(tmp_path):
     reference = nbformat.read(lesson, as_version=4)
     submission = student_version(reference)
     cells = [c for c in submission.cells if "exercise" in c.metadata.get("tags", [])]
-    cells[0].source = "def forward_difference(f, x, eps):\n    return (f(x + eps) - f(x)) / eps\n"
+    cells[0].source = ("def complex_step(f, x, h):\n"
+                       "    return (f(torch.tensor(complex(x, h), dtype=torch.complex128)).imag / h).item()\n")
     checks = [c for c in submission.cells if "check" in c.metadata.get("tags", [])]
     checks[1].source = "print('PASS')"  # a tampered check changes nothing
     path = tmp_path / "submission.ipynb"

@@ -1,12 +1,52 @@
 """Lesson 02's checks: right answers pass, typical wrong answers fail with a message that names the mistake.
 
-02.1 and 02.4's wrong answers are in tests/test_exercises.py.
+02.4's wrong answers (and a forward difference for 02.1) are in tests/test_exercises.py.
 """
 
 import pytest
 import torch
 
 from sdlearn.exercises import check
+
+
+# --------------------------------------------------------------------------- 02.1 complex_step(f, x, h)
+
+def _at(x, h, dtype=torch.complex128):
+    return torch.tensor(complex(x, h), dtype=dtype)
+
+
+def complex_step(f, x, h):
+    return (f(_at(x, h)).imag / h).item()
+
+
+def complex_step_python(f, x, h):
+    return float(f(_at(x, h)).imag.item()) / h
+
+
+def central_difference(f, x, h):
+    x = torch.tensor(x, dtype=torch.float64)
+    return ((f(x + h) - f(x - h)) / (2 * h)).item()
+
+
+COMPLEX_STEP_MISTAKES = [
+    (lambda f, x, h: (f(_at(x, h)).real / h).item(), "real part"),
+    (lambda f, x, h: f(_at(x, h)).imag.item(), "did not divide by h"),
+    (lambda f, x, h: (f(_at(x, h, torch.complex64)).imag / h).item(), "complex64"),
+    (lambda f, x, h: f(_at(x, h)) / h, "complex number"),
+    (central_difference, "a finite difference, forward or central"),
+    (lambda f, x, h: 0.0, "a finite difference, forward or central"),
+]
+
+
+@pytest.mark.parametrize("answer", [complex_step, complex_step_python])
+def test_complex_step_passes(answer):
+    assert check("02.1", answer).passed
+
+
+@pytest.mark.parametrize("answer, message", COMPLEX_STEP_MISTAKES, ids=[m for _, m in COMPLEX_STEP_MISTAKES])
+def test_complex_step_mistakes_are_named(answer, message):
+    result = check("02.1", answer)
+    assert not result.passed and message in result.message, result.message
 
 
 # --------------------------------------------------------------------------- 02.2 central_eps(dtype)

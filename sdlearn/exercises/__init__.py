@@ -3,13 +3,13 @@
 In a lesson, an exercise is two cells:
 
     # tagged "exercise": the student writes the body; the lesson holds the reference solution
-    def forward_difference(f, x, eps):
+    def complex_step(f, x, h):
         ### BEGIN SOLUTION
-        return (f(x + eps) - f(x)) / eps
+        return (f(torch.tensor(complex(x, h), dtype=torch.complex128)).imag / h).item()
         ### END SOLUTION
 
     # tagged "check": run by the student, prints a verdict with a helpful message
-    check("02.1", forward_difference)
+    check("02.1", complex_step)
 
 `python -m sdlearn.exercises student LESSON.ipynb --out DIR` writes the student copy, where
 every solution block becomes `raise NotImplementedError(...)` and the checks stay;

@@ -9,10 +9,13 @@ import torch
 
 from sdlearn.exercises import Failed, exercise
 
-# Functions with known derivatives, and the point where each is checked.
-_CASES = [
-    ("x**3 at x = 2", lambda x: x ** 3, 2.0, 12.0),
-    ("sin(x) at x = 0.7", math.sin, 0.7, math.cos(0.7)),
+# Analytic functions written with torch (so that they accept complex numbers), their derivatives, and
+# the point where each is checked.
+_COMPLEX_CASES = [
+    ("x**3 at x = 2", lambda z: z ** 3, 2.0, 12.0),
+    ("sin(x) at x = 0.7", torch.sin, 0.7, math.cos(0.7)),
+    ("exp(x) / (1 + x**2) at x = -1.3", lambda z: torch.exp(z) / (1 + z ** 2), -1.3,
+     math.exp(-1.3) / (1 + 1.69) - 2 * -1.3 * math.exp(-1.3) / (1 + 1.69) ** 2),
 ]
 
 
@@ -20,35 +23,57 @@ def _as_float(value, what: str) -> float:
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
             raise Failed(f"{what} should be one number, got a tensor of shape {tuple(value.shape)}.")
+        if value.is_complex():
+            raise Failed(f"{what} returned a complex number; the derivative is a real number: keep one part of "
+                         "f(x + ih) and scale it.")
         value = value.item()
+    if isinstance(value, complex):
+        raise Failed(f"{what} returned a complex number; the derivative is a real number: keep one part of "
+                     "f(x + ih) and scale it.")
     if not isinstance(value, (int, float)):
         raise Failed(f"{what} should be a number, got {type(value).__name__}.")
     return float(value)
 
 
-def _check_difference(fn, name: str, formula, order: int) -> str:
-    for label, f, x, derivative in _CASES:
-        eps = 1e-3
-        got = _as_float(fn(f, x, eps), f"{name}(f, x, eps)")
-        expected = formula(f, x, eps)
-        if not math.isclose(got, expected, rel_tol=1e-9, abs_tol=1e-12):
-            raise Failed(f"for f(x) = {label} with eps = 1e-3 expected {expected:.8f}, got {got:.8f}. "
-                         "Use the f you are given: the check tries more than one function.")
-        errors = [abs(_as_float(fn(f, x, e), name) - derivative) for e in (1e-2, 5e-3)]
-        ratio = errors[0] / errors[1]
-        if not 2 ** order * 0.8 < ratio < 2 ** order * 1.25:
-            raise Failed(f"halving eps should divide the error by about {2 ** order}; yours by {ratio:.2f}.")
-    return f"values match on two functions, and halving eps divides the error by about {2 ** order}."
-
-
-@exercise("02.1", "forward difference")
-def check_forward_difference(forward_difference):
-    def central(f, x, eps):
-        return (f(x + eps) - f(x - eps)) / (2 * eps)
-    label, f, x, _ = _CASES[0]
-    if math.isclose(_as_float(forward_difference(f, x, 1e-3), "forward_difference"), central(f, x, 1e-3), rel_tol=1e-9):
-        raise Failed("that is the central difference; the forward one uses f(x + eps) and f(x) only.")
-    return _check_difference(forward_difference, "forward_difference", lambda f, x, e: (f(x + e) - f(x)) / e, 1)
+@exercise("02.1", "a derivative without cancellation: the complex step")
+def check_complex_step(complex_step):
+    for label, f, x, derivative in _COMPLEX_CASES:
+        for h in (1e-8, 1e-20, 1e-100):
+            got = _as_float(complex_step(f, x, h), "complex_step(f, x, h)")
+            if math.isnan(got):
+                hint = (" In complex64 (single precision) h = 1e-100 rounds to 0, and 0 / 0 is NaN: compute in "
+                        "torch.complex128 (or Python's complex)." if h < 1e-40 else "")
+                raise Failed(f"for f(x) = {label} with h = {h:g} you returned NaN.{hint}")
+            error = abs(got - derivative) / abs(derivative)
+            if error <= 1e-13:
+                continue
+            z = torch.tensor(complex(x, h), dtype=torch.complex128)
+            value = f(z)
+            if h < 1e-16 and (got == 0.0 or (error > 0.5 and abs(got) < 1e-3 * abs(derivative))):
+                raise Failed(f"for f(x) = {label} with h = {h:g} you got {got:g}: x + h equals x in float64 when h "
+                             "is this small, so f(x + h) - f(x) is 0. The nudge must go in the imaginary direction, "
+                             "x + ih, where it is never lost against x.")
+            x64 = torch.tensor(x, dtype=torch.float64)
+            differences = [((f(x64 + h) - f(x64)) / h).item(), ((f(x64 + h) - f(x64 - h)) / (2 * h)).item()]
+            if got == 0.0 or any(math.isclose(got, d, rel_tol=1e-9) for d in differences):
+                raise Failed("that is a finite difference, forward or central: the subtraction of two nearly "
+                             "equal numbers loses digits, and for h below 1e-16 it gives 0. Nudge x in the "
+                             "imaginary direction instead and keep Im f(x + ih) / h.")
+            if math.isclose(got, abs(value.item()) / h, rel_tol=1e-6) and value.real.item() < 0:
+                raise Failed("you took the modulus |f(x + ih)|; the derivative is the imaginary part divided by h.")
+            if math.isclose(got, value.real.item() / h, rel_tol=1e-6):
+                raise Failed("you kept the real part of f(x + ih), divided by h; the real part is f(x) plus a tiny "
+                             "correction. The derivative is in the imaginary part: Im f(x + ih) / h.")
+            if math.isclose(got, value.imag.item(), rel_tol=1e-6):
+                raise Failed("you did not divide by h: Im f(x + ih) = h f'(x) + O(h^3).")
+            if h == 1e-8 and error < 1e-5:
+                raise Failed(f"for f(x) = {label} with h = 1e-8 your relative error is {error:.1e}, the accuracy "
+                             "of a finite difference or of complex64 (single precision); the complex step in "
+                             "complex128 is exact to about 1e-16. Compute in torch.complex128 (or Python's complex).")
+            raise Failed(f"for f(x) = {label} with h = {h:g} expected {derivative:.15g}, got {got:.15g} "
+                         f"(relative error {error:.1e}). The complex step is Im f(x + ih) / h.")
+    return ("exact to the last digits for h = 1e-8, 1e-20 and 1e-100: Im f(x + ih) / h has no subtraction, so "
+            "nothing cancels, and h can be as small as you like.")
 
 
 # Well-scaled functions (values and derivatives of order 1 on [-1, 1]) for choosing eps, with their derivatives.
