@@ -25,7 +25,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Callable
 
-__all__ = ["check", "CheckResult", "Failed", "exercise", "name_the_mistake", "registered", "same_tensor"]
+__all__ = ["as_number", "check", "CheckResult", "Failed", "exercise", "name_the_mistake", "registered", "same_tensor"]
 
 
 class Failed(AssertionError):
@@ -108,6 +108,23 @@ def check(exercise_id: str, *answers) -> CheckResult:
 
 
 # --------------------------------------------------------------------------- helpers for the checks
+
+def as_number(value, what: str) -> float:
+    """The student's answer as a Python float: a number, a numpy number or a one-element tensor.
+
+    `what` names the answer in the messages, e.g. "a guidance scale".
+    """
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise Failed(f"return one number, {what}, not a tensor of shape {tuple(value.shape)}.")
+        value = value.item()
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise Failed(f"return one number, {what}, not {type(value).__name__}.") from None
+
 
 def same_tensor(got, expected, *, rtol: float = 1e-5, atol: float = 1e-5) -> bool:
     """Whether `got` is a tensor shaped like `expected` and equal to it within the tolerances."""

@@ -6,7 +6,7 @@ from functools import partial
 
 import torch
 
-from sdlearn.exercises import Failed, exercise, name_the_mistake, same_tensor
+from sdlearn.exercises import Failed, as_number, exercise, name_the_mistake, same_tensor
 
 
 _close = partial(same_tensor, atol=1e-5)      # this lesson's tolerances
@@ -85,15 +85,7 @@ def check_rows_that_learn(rows_that_learn):
 @exercise("13.2", "choosing the label-drop probability")
 def check_smallest_drop_p(smallest_drop_p):
     for counts in ([30, 50, 20, 20], [100] * 10):
-        got = smallest_drop_p(list(counts))
-        if isinstance(got, torch.Tensor):
-            if got.numel() != 1:
-                raise Failed(f"return one probability, not a tensor of shape {tuple(got.shape)}.")
-            got = got.item()
-        try:
-            got = float(got)
-        except (TypeError, ValueError):
-            raise Failed(f"return one number, a probability, not {type(got).__name__}.") from None
+        got = as_number(smallest_drop_p(list(counts)), "a probability")
         n, n_max, n_min, c = sum(counts), max(counts), min(counts), len(counts)
         right = n_max / (n + n_max)
         if abs(got - right) < 1e-6:

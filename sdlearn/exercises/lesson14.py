@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from sdlearn.exercises import Failed, exercise, name_the_mistake, same_tensor
+from sdlearn.exercises import Failed, as_number, exercise, name_the_mistake, same_tensor
 
 
 _close = partial(same_tensor, atol=1e-5)      # this lesson's tolerances
@@ -21,15 +21,7 @@ def check_equivalent_scale(equivalent_scale):
     reference = torch.randn(1, 4, 8, 8, generator=g)                  # the negative (or empty) prompt's prediction
     prompt = reference + 0.5 * torch.randn(1, 4, 8, 8, generator=g)   # the prompt's prediction
     for scale in (7.5, 3.0, 1.0, 0.0):
-        got = equivalent_scale(scale)
-        if isinstance(got, torch.Tensor):
-            if got.numel() != 1:
-                raise Failed(f"return one number, a guidance scale, not a tensor of shape {tuple(got.shape)}.")
-            got = got.item()
-        try:
-            got = float(got)
-        except (TypeError, ValueError):
-            raise Failed(f"return one number, a guidance scale, not {type(got).__name__}.") from None
+        got = as_number(equivalent_scale(scale), "a guidance scale")
         swapped = prompt + scale * (reference - prompt)                 # the colleague's loop: halves swapped
         correct = reference + got * (prompt - reference)                # the right loop at your scale
         if _close(correct, swapped, atol=1e-4):
