@@ -3,7 +3,8 @@
 - `diffusion_loss`: the DDPM noise- (or velocity-) prediction loss, optionally Min-SNR weighted;
 - `classification_loss`: cross-entropy, with random flips;
 - `vae_loss`: reconstruction plus the KL term of a variational autoencoder;
-- `contrastive_loss`: CLIP's symmetric InfoNCE loss over a batch of image-caption pairs.
+- `contrastive_loss`: CLIP's symmetric InfoNCE loss over a batch of image-caption pairs;
+- `PerceptualDistance`: an LPIPS-style distance between images, from the shipped classifier's features.
 """
 
 from __future__ import annotations
@@ -101,3 +102,82 @@ def contrastive_loss(logits_per_image: torch.Tensor, caption_ids: torch.Tensor |
     same = (caption_ids[:, None] == caption_ids[None, :]).float()
     targets = same / same.sum(dim=1, keepdim=True)
     return (F.cross_entropy(logits_per_image, targets) + F.cross_entropy(logits_per_image.T, targets)) / 2
+
+
+class PerceptualDistance:
+    """An LPIPS-style perceptual distance (Zhang et al., 2018) from a classifier the project trained.
+
+    Johnson et al. (2016) and LPIPS compare two images by what a trained network sees in them
+    rather than pixel by pixel. Here the network is the shipped Fashion-MNIST classifier
+    (`sdlearn.models.classifier.SmallClassifier`), and the layers are its activations at three depths:
+
+        conv1   act(conv1(x))          (N, c, 28, 28)   strokes and edges
+        conv2   act(conv2(pool(.)))    (N, 2c, 14, 14)  textures and parts, after one 2x pooling
+        fc1     the features           (N, hidden)      which garment, nothing left of where
+    (c = 32 and hidden = 128 for the shipped classifier.)
+
+    For each layer l: y_l = features / their norm over the channels at each position (so a layer
+    counts by the direction of its activations, not by how strongly they fire), then
+    d_l = mean over positions of ||y_l(x) - y_l(y)||^2, and the distance is the sum of the d_l.
+    LPIPS also learns a weight per channel from human judgements; here every channel weighs 1.
+
+    `distance(x, y)` takes two batches (N, 1, 28, 28) in [0, 1] (the classifier's range; 32x32
+    diffusion images go through `sdlearn.data.to_classifier_range`) and returns (N,). It is
+    differentiable in both images; the classifier's weights are frozen.
+    """
+
+    LAYERS = ("conv1", "conv2", "fc1")
+
+    def __init__(self, classifier=None, layers: tuple[str, ...] = LAYERS, eps: float = 1e-10):
+        if classifier is None:
+            from sdlearn.metrics import shipped_classifier
+            classifier = shipped_classifier()
+        unknown = [name for name in layers if name not in self.LAYERS]
+        if unknown or not layers:
+            raise ValueError(f"layers must be a non-empty subset of {self.LAYERS}, got {layers!r}")
+        self.classifier = classifier.eval()
+        for p in self.classifier.parameters():
+            p.requires_grad_(False)
+        self.layers = tuple(layers)
+        self.eps = eps
+        config = classifier.config
+        self.image_shape = (config.in_channels, config.image_size, config.image_size)
+
+    def activations(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The classifier's activations at each of `layers`, (N, C, H, W) each (fc1 as (N, hidden, 1, 1))."""
+        net = self.classifier
+        h1 = net.act(net.conv1(x))                               # (N, c, 28, 28)
+        h2 = net.act(net.conv2(net.pool(h1, 2)))                 # (N, 2c, 14, 14)
+        f = net.act(net.fc1(net.pool(h2, 2).flatten(1)))         # (N, hidden)
+        raw = {"conv1": h1, "conv2": h2, "fc1": f[:, :, None, None]}
+        return {name: raw[name] for name in self.layers}
+
+    def features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The activations unit-normalised over the channels at each position."""
+        return {name: a / (a.norm(dim=1, keepdim=True) + self.eps) for name, a in self.activations(x).items()}
+
+    def per_layer(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """d_l for each layer, (N,) each."""
+        self._check(x, y)
+        fx, fy = self.features(x), self.features(y)
+        return {name: (fx[name] - fy[name]).pow(2).sum(dim=1).mean(dim=(1, 2)) for name in self.layers}
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The perceptual distance between x[i] and y[i], (N,)."""
+        return sum(self.per_layer(x, y).values())
+
+    def _check(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        for name, image in (("x", x), ("y", y)):
+            if not isinstance(image, torch.Tensor) or image.ndim != 4:
+                shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+                raise ValueError(f"{name} must be a batch of images (N, C, H, W), got {shape}")
+        if x.shape[1:] != y.shape[1:]:
+            raise ValueError(f"the perceptual distance compares images of the same size and channels, got "
+                             f"{tuple(x.shape[1:])} and {tuple(y.shape[1:])}: resize or crop one of them "
+                             f"(32x32 diffusion images: sdlearn.data.to_classifier_range)")
+        if tuple(x.shape[1:]) != self.image_shape:
+            raise ValueError(f"the classifier sees images {self.image_shape}, got {tuple(x.shape[1:])}: "
+                             f"32x32 diffusion images in [-1, 1] go through sdlearn.data.to_classifier_range")
+        if x.shape[0] != y.shape[0] and 1 not in (x.shape[0], y.shape[0]):
+            raise ValueError(f"x has {x.shape[0]} images and y {y.shape[0]}: give the same number, or one "
+                             f"image to compare with all of the others")

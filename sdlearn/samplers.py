@@ -333,6 +333,110 @@ def sample_lms(model, x, schedule: Schedule, *, prediction_type: str = "epsilon"
     return x
 
 
+# --------------------------------------------------------------------------- a sampler as an optimizer
+
+@torch.no_grad()
+def sample_with_optimizer(model, x, schedule: Schedule, make_optimizer, *, prediction_type: str = "epsilon",
+                          generator=None, callback: Callback | None = None) -> torch.Tensor:
+    """Euler's method written as gradient descent on -log p, driven by any `sdlearn.optim` optimizer.
+
+    x           the parameter the optimizer moves, at noise level sigma_i (as in `sample_euler`)
+    grad        (x - D(x; sigma_i)) / sigma_i = -sigma_i * score: the predicted noise, the gradient of
+                -log p_sigma(x) scaled by sigma_i so that it has about unit size at every noise level
+    lr          sigma_i - sigma_{i+1}, set before each step
+    `make_optimizer(params, lr)` builds the optimizer, e.g. `functools.partial(SGD, momentum=0.5,
+    dampening=0.5)`. With plain `SGD` each step is x <- x - (sigma_i - sigma_{i+1}) d, exactly
+    `sample_euler`; momentum or Adam change the direction (and Adam the size) of each step, while
+    the model is still asked about x at the schedule's noise level sigma_{i+1}.
+    """
+    _check(x, schedule, prediction_type)
+    sigmas = schedule.sigmas
+    x = x.detach().clone().requires_grad_()
+    optimizer = make_optimizer([x], lr=(sigmas[0] - sigmas[1]).item())
+    for i in range(schedule.num_inference_steps):
+        sigma = sigmas[i]
+        # 1. denoise; the predicted noise is the gradient the optimizer sees
+        denoised = _denoise(model, x.detach(), schedule, i, sigma, prediction_type)
+        x.grad = (x.detach() - denoised) / sigma
+        # 2. one optimizer step with the schedule's step size
+        optimizer.lr = (sigma - sigmas[i + 1]).item()
+        optimizer.step()
+        if callback is not None:
+            callback(Step(index=i, timestep=schedule.timesteps[i].item(), sample=x.detach().clone(),
+                              pred_x0=denoised))
+    return x.detach()
+
+
+# --------------------------------------------------------------------------- guidance with a loss
+
+def _guidance_gradient(loss_fn, denoised: torch.Tensor, index: int) -> torch.Tensor:
+    """The gradient of loss_fn at the predicted clean image, with a clear error for a bad loss."""
+    with torch.enable_grad():
+        x0 = denoised.detach().requires_grad_()
+        loss = loss_fn(x0)
+        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+            shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+            raise ValueError(f"the guidance loss must return one number (a scalar tensor), got {shape}: "
+                             f"add up the per-image losses with .sum()")
+        if not torch.isfinite(loss):
+            raise ValueError(f"the guidance loss is {loss.item()} at step {index}: it must be finite for the "
+                             f"predicted clean images (which can lie outside the data range early on; clamp or "
+                             f"guard divisions and logs)")
+        if not loss.requires_grad:
+            raise ValueError("the guidance loss does not depend on the image it is given: compute it from that "
+                             "tensor with differentiable operations")
+        (grad,) = torch.autograd.grad(loss, x0)
+    return grad
+
+
+def loss_guided_estimate(denoised: torch.Tensor, sigma, loss_fn, guidance_scale: float, *,
+                         index: int = 0) -> torch.Tensor:
+    """One push of loss guidance: D - guidance_scale * sigma^2 / (1 + sigma^2) * grad loss_fn(D).
+
+    denoised   D, the predicted clean images (B, C, H, W)
+    sigma      the noise level they were predicted at
+    index      the step number, for error messages
+    """
+    weight = sigma ** 2 / (1 + sigma ** 2)                      # 1 - alpha-bar_t: 1 for noise, 0 for a clean image
+    return denoised - guidance_scale * weight * _guidance_gradient(loss_fn, denoised, index)
+
+
+@torch.no_grad()
+def sample_loss_guided(model, x, schedule: Schedule, loss_fn, *, guidance_scale: float, guide_every: int = 1,
+                       prediction_type: str = "epsilon", generator=None,
+                       callback: Callback | None = None) -> torch.Tensor:
+    """Euler's method with the predicted clean image pushed down the gradient of any differentiable loss.
+
+    loss_fn       loss_fn(x0) -> one number: a loss on the predicted clean images (B, C, H, W), summed over them
+    denoised      D(x; sigma_i), the model's estimate of the clean image
+    guided        D - guidance_scale * sigma^2 / (1 + sigma^2) * grad loss_fn(D): the push is full strength
+                  while the image is mostly noise and fades to nothing as sigma -> 0, so the last steps
+                  are the model's alone (sigma^2 / (1 + sigma^2) is 1 - alpha-bar_t)
+    guide_every   apply the push at steps 0, k, 2k, ... only (each costs one backward pass of loss_fn)
+    The gradient is taken with respect to the predicted clean image, not through the network: a
+    guided step costs one network call, as an unguided one does. With guidance_scale 0 this is `sample_euler`.
+    """
+    _check(x, schedule, prediction_type)
+    if not guidance_scale >= 0:
+        raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale!r}")
+    if not isinstance(guide_every, int) or guide_every < 1:
+        raise ValueError(f"guide_every must be a whole number >= 1, got {guide_every!r}")
+    sigmas = schedule.sigmas
+    for i in range(schedule.num_inference_steps):
+        sigma = sigmas[i]
+        # 1. denoise
+        denoised = _denoise(model, x, schedule, i, sigma, prediction_type)
+        # 2. push the estimate of the clean image down the loss
+        if guidance_scale > 0 and i % guide_every == 0:
+            denoised = loss_guided_estimate(denoised, sigma, loss_fn, guidance_scale, index=i)
+        # 3. an Euler step towards the guided estimate
+        d = (x - denoised) / sigma
+        x = x + d * (sigmas[i + 1] - sigma)
+        if callback is not None:
+            callback(Step(index=i, timestep=schedule.timesteps[i].item(), sample=x, pred_x0=denoised))
+    return x
+
+
 SAMPLERS = {
     "ddpm": sample_ddpm,
     "ddim": sample_ddim,

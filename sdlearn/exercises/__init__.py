@@ -126,6 +126,20 @@ def as_number(value, what: str) -> float:
         raise Failed(f"return one number, {what}, not {type(value).__name__}.") from None
 
 
+def as_tensor(got, what: str, shape) -> "torch.Tensor":
+    """The student's answer detached as float32, once it is a tensor of `shape`; else `Failed` that says what it is.
+
+    `what` names the answer in the messages, e.g. "the predicted x0".
+    """
+    import torch
+
+    if not isinstance(got, torch.Tensor):
+        raise Failed(f"return {what} as a tensor, got {type(got).__name__}.")
+    if tuple(got.shape) != tuple(shape):
+        raise Failed(f"{what} should have shape {tuple(shape)}, got {tuple(got.shape)}.")
+    return got.detach().float()
+
+
 def same_tensor(got, expected, *, rtol: float = 1e-5, atol: float = 1e-5) -> bool:
     """Whether `got` is a tensor shaped like `expected` and equal to it within the tolerances."""
     import torch

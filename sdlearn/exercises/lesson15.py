@@ -7,21 +7,13 @@ from functools import partial
 import torch
 
 from sdlearn.data import fashion_caption
-from sdlearn.exercises import Failed, exercise, name_the_mistake, same_tensor
+from sdlearn.exercises import Failed, as_tensor, exercise, name_the_mistake, same_tensor
 from sdlearn.pipelines import scheduler_config
 from sdlearn.text_to_image import text_to_image
 
 
 _close = partial(same_tensor, rtol=1e-4, atol=1e-5)      # this lesson's tolerances
 _name_the_mistake = partial(name_the_mistake, rtol=1e-4, atol=1e-5)
-
-
-def _tensor(got, what: str, expected: torch.Tensor) -> torch.Tensor:
-    if not isinstance(got, torch.Tensor):
-        raise Failed(f"return {what} as a tensor, got {type(got).__name__}.")
-    if got.shape != expected.shape:
-        raise Failed(f"{what} should have shape {tuple(expected.shape)}, got {tuple(got.shape)}.")
-    return got.detach().float()
 
 
 # The schedulers of the lesson, by the names its tables use.
@@ -168,8 +160,8 @@ def check_x0_from_two_latents(x0_from_two_latents):
         v = torch.randn((2, 4, 8, 8), generator=g)
         output = scheduler.step(v, t, x_t)
         x_prev, expected = output.prev_sample, output.pred_original_sample
-        got = _tensor(x0_from_two_latents(x_t.clone(), x_prev.clone(), abar_t.clone(), abar_prev.clone()),
-                      "the predicted x0", expected)
+        got = as_tensor(x0_from_two_latents(x_t.clone(), x_prev.clone(), abar_t.clone(), abar_prev.clone()),
+                        "the predicted x0", expected.shape)
         c = ((1 - abar_prev) / (1 - abar_t)).sqrt()
         wrong = {
             "that is x_prev / sqrt(abar_prev), as if x_prev held no noise; a DDIM step puts back "
@@ -216,7 +208,7 @@ def check_x0_from_v_sigma(x0_from_v_sigma):
     scheduler.set_begin_index(index)
     scheduler.is_scale_input_called = True       # x0 depends only on x, v and sigma; the input is not scaled here
     expected = scheduler.step(v, scheduler.timesteps[index], x).pred_original_sample
-    got = _tensor(x0_from_v_sigma(x.clone(), v.clone(), sigma), "the predicted x0", expected)
+    got = as_tensor(x0_from_v_sigma(x.clone(), v.clone(), sigma), "the predicted x0", expected.shape)
     abar = 1 / (sigma**2 + 1)
     x_t = x * abar**0.5
     wrong = {
@@ -238,6 +230,6 @@ def check_x0_from_v_sigma(x0_from_v_sigma):
     scheduler.set_begin_index(8)
     scheduler.is_scale_input_called = True
     expected = scheduler.step(v, scheduler.timesteps[8], x).pred_original_sample
-    if not _close(_tensor(again, "the predicted x0", expected), expected):
+    if not _close(as_tensor(again, "the predicted x0", expected.shape), expected):
         raise Failed("right for one sigma, wrong for another (given as a tensor): use the sigma you are given.")
     return "EulerDiscreteScheduler's pred_original_sample for a v-predicting model."

@@ -7,19 +7,11 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from sdlearn.exercises import Failed, exercise, name_the_mistake, same_tensor
+from sdlearn.exercises import Failed, as_tensor, exercise, name_the_mistake, same_tensor
 from sdlearn.masks import box_mask, latent_mask, masked_images
 from sdlearn.pipelines import scheduler_config
 
 _close = partial(same_tensor, rtol=1e-5, atol=1e-6)
-
-
-def _tensor(got, what: str, expected: torch.Tensor) -> torch.Tensor:
-    if not isinstance(got, torch.Tensor):
-        raise Failed(f"return {what} as a tensor, got {type(got).__name__}.")
-    if got.shape != expected.shape:
-        raise Failed(f"{what} should have shape {tuple(expected.shape)}, got {tuple(got.shape)}.")
-    return got.detach().float()
 
 
 # --------------------------------------------------------------------------- 17.1
@@ -35,7 +27,7 @@ def _odd_mask() -> torch.Tensor:
 def check_shrink_mask(shrink_mask):
     mask = _odd_mask()
     expected = latent_mask(mask, 4)                                   # (1, 1, 8, 8): nearest neighbour
-    got = _tensor(shrink_mask(mask.clone(), 4), "the latent mask", expected)
+    got = as_tensor(shrink_mask(mask.clone(), 4), "the latent mask", expected.shape)
     wrong = {
         "that averages each 4x4 cell (average pooling): diffusers takes the nearest pixel, "
         "F.interpolate(mask, size=...) with its default mode, so the small mask stays 0 or 1.":
@@ -67,7 +59,7 @@ def check_mask_out(mask_out):
     masks = torch.cat([box_mask(32, 4, 4, 20, 10), box_mask(32, 16, 0, 16, 32)])
     masks = masks * 0.8 + 0.1 * (masks == 0)                           # soft values: 0.1 keeps, 0.9 repaints
     expected = masked_images(images, masks)
-    got = _tensor(mask_out(images.clone(), masks.clone()), "the masked images", expected)
+    got = as_tensor(mask_out(images.clone(), masks.clone()), "the masked images", expected.shape)
     hard = (masks >= 0.5).float()
     wrong = {
         "the hidden pixels should be 0, mid-grey in [-1, 1], as diffusers sets them; -1 is black, which the "
@@ -160,8 +152,8 @@ def check_nine_channels(unet_input):
     scaled = scheduler.scale_model_input(doubled, t)
     extra = [torch.cat([mask] * 2), torch.cat([masked] * 2)]
     expected = torch.cat([scaled, *extra], dim=1)
-    got = _tensor(unet_input(scheduler, latents.clone(), mask.clone(), masked.clone(), t), "the U-Net's input",
-                  expected)
+    got = as_tensor(unet_input(scheduler, latents.clone(), mask.clone(), masked.clone(), t), "the U-Net's input",
+                    expected.shape)
     wrong = {
         "the channels are in the wrong order: the latents first, then the mask, then the masked image's latents "
         "(the order the U-Net was trained on).": torch.cat([scaled, extra[1], extra[0]], dim=1),

@@ -13,21 +13,12 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from sdlearn.exercises import Failed, exercise, name_the_mistake, same_tensor
+from sdlearn.exercises import Failed, as_tensor, exercise, name_the_mistake, same_tensor
 
 # this lesson's tolerances: float32 rounding differs between x @ (W + B @ A).T and x @ W.T + (x @ A.T) @ B.T by
 # up to about 1e-6 where an output is near 0; the typical mistakes are off by far more than 1e-5.
 _close = partial(same_tensor, rtol=1e-5, atol=1e-5)
 _name_the_mistake = partial(name_the_mistake, rtol=1e-5, atol=1e-5)
-
-
-def _tensor(got, what: str, shape: tuple) -> torch.Tensor:
-    """`got` detached as float32, once it is a tensor of the expected shape; else `Failed` that says what it is."""
-    if not isinstance(got, torch.Tensor):
-        raise Failed(f"return {what} as a tensor, got {type(got).__name__}.")
-    if tuple(got.shape) != tuple(shape):
-        raise Failed(f"{what} should have shape {tuple(shape)}, got {tuple(got.shape)}.")
-    return got.detach().float()
 
 
 def _is_shape_error(exc: RuntimeError) -> bool:
@@ -168,7 +159,7 @@ def check_lora_forward(lora_forward):
                          "are; compute the output beside them.")
         expected = _lora_output(x, weight, b, A, B, alpha / r)
         connected = isinstance(got, torch.Tensor) and got.requires_grad
-        got = _tensor(got, "the layer's output", expected.shape)
+        got = as_tensor(got, "the layer's output", expected.shape)
         square = d_in == d_out                                  # where x @ B @ A and x @ weight run
         _name_the_mistake(got, {
             "you left out the scale: the adapter's part is multiplied by alpha / r.":
@@ -223,7 +214,7 @@ def check_merge_lora(merge_lora):
         if isinstance(got, torch.Tensor) and d_in != d_out and tuple(got.shape) == (d_in, d_out):
             raise Failed(f"the merged weight has shape {(d_in, d_out)}, the transpose of the weight's "
                          f"{(d_out, d_in)}: the update is B @ A, (out, r) @ (r, in), not A.T @ B.T.")
-        got = _tensor(got, "the merged weight", expected.shape)
+        got = as_tensor(got, "the merged weight", expected.shape)
         _name_the_mistake(got, {
             "you left out alpha / r: the update fuse_lora adds is scale * (alpha / r) * B @ A.":
                 weight + s * delta,
@@ -291,7 +282,7 @@ def check_nearest_copy_distance(nearest_copy_distance):
             if tuple(got.shape) == (m,):
                 raise Failed(f"you returned one number per copy ({m}); return one per sample ({n}): minimise over "
                              "the copies (dim=1), not over the samples.")
-        got = _tensor(got, "the distances", expected.shape)
+        got = as_tensor(got, "the distances", expected.shape)
         _name_the_mistake(got, {
             "that is the mean distance to all the copies: memorisation is about the nearest one, take the minimum "
             "over the copies.": table.mean(1),
