@@ -1,10 +1,12 @@
 """The book: lesson structure, badges from _config.yml, and a full Sphinx build with -W."""
 
+import functools
 import importlib.util
 import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -78,25 +80,42 @@ def test_every_lesson_is_in_the_toc_and_the_time_table():
         assert f"| {path.stem} |" in table
 
 
-@pytest.mark.slow
-def test_book_builds_without_warnings(tmp_path):
-    """Build the HTML with execution off (the committed outputs) and warnings as errors."""
+# The book as the tests build it: execution off (the committed outputs), into a fixed folder so that
+# tests/test_browser.py opens the same build instead of building again, and people can look at it.
+BOOK_BUILD = ROOT / "_build" / "test-book"
+
+
+@functools.cache
+def build_book() -> tuple[subprocess.CompletedProcess, Path]:
+    """Build the HTML once per test session with warnings as errors; the result and the html folder."""
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
     config["execute"]["execute_notebooks"] = "off"
-    config_path = tmp_path / "_config.yml"
+    extensions = config.get("sphinx", {}).get("local_extensions") or {}
+    for name, folder in extensions.items():           # relative to _config.yml, which is not copied along
+        extensions[name] = str((ROOT / folder).resolve())
+    shutil.rmtree(BOOK_BUILD, ignore_errors=True)     # a fresh build: an incremental one skips warnings
+    BOOK_BUILD.mkdir(parents=True)
+    config_path = BOOK_BUILD / "_config.yml"
     config_path.write_text(yaml.safe_dump(config))
     jupyter_book = shutil.which("jupyter-book", path=str(ROOT / ".venv" / "bin")) or shutil.which("jupyter-book")
     assert jupyter_book, "jupyter-book is not installed (make test installs it)"
     result = subprocess.run(
-        [jupyter_book, "build", str(ROOT), "--config", str(config_path), "--path-output", str(tmp_path / "out"),
+        [jupyter_book, "build", str(ROOT), "--config", str(config_path), "--path-output", str(BOOK_BUILD),
          "-W", "-n", "--keep-going"],
         cwd=ROOT, capture_output=True, text=True)
+    return result, BOOK_BUILD / "_build" / "html"
+
+
+@pytest.mark.slow
+def test_book_builds_without_warnings():
+    """Build the HTML with execution off (the committed outputs) and warnings as errors."""
+    result, html = build_book()
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    html = tmp_path / "out" / "_build" / "html"
     for path in LESSONS:
         page = (html / "lessons" / f"{path.stem}.html").read_text()
         assert "colab.research.google.com" in page
     assert (html / "book" / "glossary.html").exists()
+    assert (html / "_static" / "mathjax" / "tex-chtml.js").exists(), "MathJax is not served from the book's files"
 
 
 def test_every_measured_machine_keeps_the_budgets():

@@ -151,9 +151,9 @@ def test_grading_uses_the_reference_checks_not_the_students(tmp_path):
     checks[1].source = "print('PASS')"  # a tampered check changes nothing
     path = tmp_path / "submission.ipynb"
     nbformat.write(submission, path)
-    result = subprocess.run([sys.executable, "-m", "sdlearn.exercises", "grade", str(path), "--lesson", str(lesson)],
-                            capture_output=True, text=True, cwd=ROOT)
-    assert result.returncode == 0, result.stderr
+    result = subprocess.run([sys.executable, "-m", "sdlearn.exercises", "grade", str(path), "--lesson", str(lesson),
+                             "--out", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 1, result.stderr  # failed exercises: exit 1 (--exit-zero for 0)
     lines = result.stdout.splitlines()
     assert lines[0].startswith("[PASS] Exercise 02.1")
     assert lines[1].startswith("[FAIL] Exercise 02.2") and "not done yet" in lines[1]

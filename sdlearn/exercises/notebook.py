@@ -113,23 +113,42 @@ def instructor_version(nb):
 _DEF = re.compile(r"^def (\w+)\(", re.MULTILINE)
 
 
+def asked_for(pair: ExercisePair) -> list[str]:
+    """The names of the functions an exercise asks the student to write (those its stub defines)."""
+    return _DEF.findall(pair.stub)
+
+
+def answer_cell(submission, pair: ExercisePair) -> str | None:
+    """The source of the student's cell that answers `pair`: the code cell defining every function
+    the exercise asks for, a cell tagged "exercise" first, or None when no cell does."""
+    names = asked_for(pair)
+    if not names:
+        return None
+    candidates = [c for c in submission.cells if c.cell_type == "code"
+                  and all(f"def {name}(" in c.source for name in names)]
+    tagged = [c for c in candidates if "exercise" in _tags(c)]
+    chosen = (tagged or candidates or [None])[0]
+    return None if chosen is None else chosen.source
+
+
 def grade(submission, reference) -> list:
-    """Grade a student's notebook with the checks of the reference lesson.
+    """Grade a student's notebook with the checks of the reference lesson, in this process.
 
     For every exercise of `reference`, the student's cell that defines the same function is
     run in a fresh namespace (with `math` and `torch` imported) and the reference's own check
     cell is applied to it. The student's check cells and outputs are ignored, so editing a
     check in the submission changes nothing. Returns one `CheckResult` per exercise.
+
+    The student's code runs here, with no time or memory limit: for a class's submissions use
+    `sdlearn.exercises.grading`, which runs each one in a process of its own.
     """
     from sdlearn.exercises import CheckResult, check
 
-    student_cells = [c.source for c in submission.cells if c.cell_type == "code"]
     results = []
     for pair in exercises(reference):
-        names = _DEF.findall(pair.stub)
-        source = next((src for src in student_cells if names and all(f"def {n}(" in src for n in names)), None)
+        source = answer_cell(submission, pair)
         if source is None:
-            results.append(CheckResult(pair.exercise_id, "", False, f"no cell defines {', '.join(names)}"))
+            results.append(CheckResult(pair.exercise_id, "", False, f"no cell defines {', '.join(asked_for(pair))}"))
             continue
         namespace = {}
         verdicts = []
