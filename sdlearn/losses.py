@@ -3,6 +3,7 @@
 - `diffusion_loss`: the DDPM noise- (or velocity-) prediction loss, optionally Min-SNR weighted;
 - `classification_loss`: cross-entropy, with random flips;
 - `vae_loss`: reconstruction plus the KL term of a variational autoencoder;
+- `flow_matching_loss`: the rectified-flow loss, the velocity noise - x0 on the straight path;
 - `contrastive_loss`: CLIP's symmetric InfoNCE loss over a batch of image-caption pairs;
 - `PerceptualDistance`: an LPIPS-style distance between images, from the shipped classifier's features.
 """
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from sdlearn.data import random_hflip
-from sdlearn.schedules import add_noise, signal_to_noise, velocity
+from sdlearn.schedules import add_noise, flow_interpolate, signal_to_noise, velocity
 
 if TYPE_CHECKING:
     from sdlearn.models.autoencoder import Autoencoder
@@ -54,6 +55,33 @@ def diffusion_loss(model, x0: torch.Tensor, alphas_cumprod: torch.Tensor, genera
         clipped = torch.clamp(snr, max=snr_gamma)
         per_image = per_image * (clipped / snr if prediction_type == "epsilon" else clipped / (snr + 1))
     return per_image.mean() if reduction == "mean" else per_image
+
+
+FLOW_TIME_SAMPLING = ("uniform", "logit_normal")
+
+
+def flow_matching_loss(model, x0: torch.Tensor, generator: torch.Generator, *, num_train_timesteps: int = 1000,
+                       time_sampling: str = "logit_normal") -> torch.Tensor:
+    """The flow-matching loss (Lipman et al., 2023; rectified flow, Liu et al., 2023) as SD3 trains it.
+
+    1. draw a time t in (0, 1) per image: uniformly, or logit-normal (sigmoid of a standard normal,
+       Esser et al., 2024), which spends more of the training on the middle of the path;
+    2. x_t = (1 - t) x0 + t noise, the straight path from the image to the noise;
+    3. the model, given x_t and t * num_train_timesteps, predicts the velocity dx_t/dt = noise - x0;
+    4. the mean squared error.
+    """
+    if time_sampling not in FLOW_TIME_SAMPLING:
+        raise ValueError(f"time_sampling must be one of {FLOW_TIME_SAMPLING}, got {time_sampling!r}")
+    b = x0.shape[0]
+    if time_sampling == "uniform":
+        t = torch.rand(b, generator=generator)
+    else:
+        t = torch.sigmoid(torch.randn(b, generator=generator))
+    t = t.to(x0.device)
+    noise = torch.randn(x0.shape, generator=generator).to(device=x0.device, dtype=x0.dtype)
+    x_t = flow_interpolate(x0, noise, t)
+    prediction = model(x_t, t * num_train_timesteps)
+    return F.mse_loss(prediction.float(), (noise - x0).float())
 
 
 def classification_loss(model, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None = None,

@@ -29,7 +29,7 @@ from typing import Callable
 import torch
 from scipy import integrate
 
-from sdlearn.schedules import Schedule, make_schedule
+from sdlearn.schedules import FlowSchedule, Schedule, make_schedule
 from sdlearn.utils import randn_tensor
 
 PREDICTION_TYPES = ("epsilon", "v_prediction")
@@ -434,6 +434,35 @@ def sample_loss_guided(model, x, schedule: Schedule, loss_fn, *, guidance_scale:
         x = x + d * (sigmas[i + 1] - sigma)
         if callback is not None:
             callback(Step(index=i, timestep=schedule.timesteps[i].item(), sample=x, pred_x0=denoised))
+    return x
+
+
+# --------------------------------------------------------------------------- flow matching
+
+@torch.no_grad()
+def sample_flow_euler(model, x, schedule: FlowSchedule, *, generator=None,
+                      callback: Callback | None = None) -> torch.Tensor:
+    """Euler's method on a flow-matching model's ODE, as `FlowMatchEulerDiscreteScheduler.step` takes it.
+
+    x          x_t at flow time t = sigmas[i] (start: pure noise, t about 1)
+    v          the model's velocity, dx_t/dt = noise - x0, at timestep sigmas[i] * num_train_timesteps
+    step       x <- x + (sigmas[i + 1] - sigmas[i]) v: towards t = 0, the image
+    pred_x0    x - t v: where the straight line through x with slope v reaches t = 0
+    """
+    if not isinstance(schedule, FlowSchedule):
+        raise TypeError(f"sample_flow_euler needs a FlowSchedule (sdlearn.schedules.make_flow_schedule or "
+                        f"flow_schedule_from_config), got {type(schedule).__name__}: a DDPM-family schedule "
+                        f"belongs to a noise- or v-prediction model and the other samplers")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor, got {x.dtype}")
+    sigmas = schedule.sigmas
+    for i in range(schedule.num_inference_steps):
+        t, t_next = sigmas[i], sigmas[i + 1]
+        v = model(x, schedule.timesteps[i].to(x.device))
+        pred_x0 = x - t * v
+        x = x + (t_next - t) * v
+        if callback is not None:
+            callback(Step(index=i, timestep=schedule.timesteps[i].item(), sample=x, pred_x0=pred_x0))
     return x
 
 

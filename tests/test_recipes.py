@@ -74,3 +74,28 @@ def test_the_ddpm_recipe_runs_and_stores_its_noise_schedule(tmp_path, debian_fas
     unet = weights.load(out)
     x = torch.randn(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
     assert unet(x, torch.tensor([10, 900])).shape == x.shape
+
+
+@pytest.mark.slow
+def test_the_flow_recipe_runs_and_stores_its_scheduler_config(tmp_path, monkeypatch):
+    from sdlearn.recipes import FlowRecipe, run_flow
+    from sdlearn.recipes import flow as flow_module
+    from sdlearn.schedules import flow_schedule_from_config
+
+    # encoding the 120,000 training latents takes minutes: a few random latents stand in for them
+    latents = torch.randn(64, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    monkeypatch.setattr(flow_module, "training_latents", lambda vae, flip: (latents, 0.0))
+    recipe = FlowRecipe()
+    recipe.train.steps, recipe.train.batch_size, recipe.train.mixed_precision = 2, 8, "no"
+    recipe.train.sample_every = 2
+    out = tmp_path / "flow.safetensors"
+    info = run_flow(recipe, out, checkpoint_dir=tmp_path / "checkpoints", progress=False)
+    record = weights.read_info(out)
+    assert record["checksum"] == info["checksum"]
+    assert flow_schedule_from_config(record["scheduler"], 4).shift == recipe.shift
+    assert (tmp_path / "checkpoints" / "samples-0000002.png").exists()
+    with pytest.raises(ValueError, match="does not record a noise schedule"):
+        weights.noise_schedule(out)
+    unet = weights.load(out)
+    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    assert unet(x, torch.tensor([10.5, 900.0])).shape == x.shape

@@ -7,6 +7,7 @@ runs it (see `sdlearn.train`). The shipped weights in `sdlearn/weights/` were ma
 - `ddpm`: the pixel-space DDPM (32x32), its baseline, and the training the latent recipes share
 - `autoencoder`: the latent autoencoder (AutoencoderKL, 1x32x32 to 4x8x8)
 - `latent_ddpm`: the same DDPM on the autoencoder's latents
+- `flow`: the same U-Net and latents trained by flow matching (straight paths, velocity prediction)
 - `clip`: the small CLIP, image and text encoders for captioned Fashion-MNIST
 - `text2image`: the text-to-image U-Net, written as a diffusers pipeline folder
 - `inpainting`: that U-Net widened to 9 input channels and fine-tuned on random masks
@@ -23,6 +24,7 @@ from sdlearn.recipes.clip import CLIPRecipe, run_clip
 from sdlearn.recipes.dreambooth_lora import DreamBoothLoRARecipe, run_dreambooth_lora
 from sdlearn.recipes.ddpm import DDPMRecipe, plain_ddpm_recipe, run_ddpm
 from sdlearn.recipes.latent_ddpm import LatentDDPMRecipe, run_latent_ddpm
+from sdlearn.recipes.flow import FlowRecipe, run_flow
 from sdlearn.recipes.inpainting import InpaintingRecipe, run_inpainting
 from sdlearn.recipes.text2image import Text2ImageRecipe, run_text2image
 
@@ -37,6 +39,7 @@ RECIPES = {
                     "the latent autoencoder (AutoencoderKL, 1x32x32 to 4x8x8)"),
     "latent_ddpm": (LatentDDPMRecipe, run_latent_ddpm, "ldm_fashion",
                     "the same DDPM on the latent autoencoder's 4x8x8 latents"),
+    "flow": (FlowRecipe, run_flow, "flow_fashion", "ldm_fashion's U-Net and latents trained by flow matching"),
     "clip": (CLIPRecipe, run_clip, "clip_fashion", "the small CLIP: image and text encoders for captioned "
                                                    "Fashion-MNIST"),
     "text2image": (Text2ImageRecipe, run_text2image, "fashion_text2image",
@@ -48,6 +51,6 @@ RECIPES = {
 }
 
 __all__ = ["RECIPES", "AutoencoderRecipe", "CLIPRecipe", "ClassifierRecipe", "DDPMRecipe", "DreamBoothLoRARecipe",
-           "InpaintingRecipe", "LatentDDPMRecipe", "Text2ImageRecipe", "plain_ddpm_recipe", "run_autoencoder",
-           "run_classifier", "run_clip", "run_ddpm", "run_dreambooth_lora", "run_inpainting", "run_latent_ddpm",
-           "run_text2image"]
+           "FlowRecipe", "InpaintingRecipe", "LatentDDPMRecipe", "Text2ImageRecipe", "plain_ddpm_recipe",
+           "run_autoencoder", "run_classifier", "run_clip", "run_ddpm", "run_dreambooth_lora", "run_flow",
+           "run_inpainting", "run_latent_ddpm", "run_text2image"]

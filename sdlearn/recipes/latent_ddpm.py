@@ -24,16 +24,21 @@ class LatentDDPMRecipe(DDPMRecipe):
     autoencoder: str = "vae_fashion"           # shipped weights that encode the training images
 
 
+def training_latents(vae, flip: bool) -> tuple[torch.Tensor, float]:
+    """The training images' scaled latents (and their mirror images' with `flip`), and the seconds it took."""
+    images, _ = fashion_for_diffusion("train")
+    started = time.perf_counter()
+    latents = encode_dataset(vae, images)
+    if flip:                        # a flipped latent is not the latent of the flipped image: encode those too
+        latents = torch.cat([latents, encode_dataset(vae, images.flip(-1))])
+    return latents, time.perf_counter() - started
+
+
 def run_latent_ddpm(recipe: LatentDDPMRecipe, out: Path, checkpoint_dir: Path | None = None, progress: bool = True,
                     stop_after: int | None = None) -> dict:
     torch.manual_seed(recipe.train.seed)
     vae = weights.load(recipe.autoencoder)
-    images, _ = fashion_for_diffusion("train")
-    started = time.perf_counter()
-    latents = encode_dataset(vae, images)
-    if recipe.flip:                 # a flipped latent is not the latent of the flipped image: encode those too
-        latents = torch.cat([latents, encode_dataset(vae, images.flip(-1))])
-    encode_seconds = time.perf_counter() - started
+    latents, encode_seconds = training_latents(vae, recipe.flip)
     return train_denoiser(recipe, latents, out, checkpoint_dir, progress, stop_after, name="latent_ddpm",
                           flip=False, sample_shape=tuple(latents.shape[1:]), clip_sample=False,
                           decode=partial(decode_latents, vae),
