@@ -7,14 +7,18 @@ The package is organised by concept, one module each; a lesson imports from seve
 - `sdlearn.plotting`: image grids, side-by-side comparisons, animations, U-Net diagrams
 - `sdlearn.gradients`: finite differences, autograd gradients, gradient checks, gradient ascent
 - `sdlearn.schedules`: noise schedules (betas, alpha-bar, sigmas), timestep spacing, adding noise
-- `sdlearn.losses`: the diffusion, classification, VAE and contrastive (CLIP) losses
+- `sdlearn.losses`: the diffusion, flow-matching, classification, VAE and contrastive (CLIP) losses, and an
+  LPIPS-style perceptual distance
 - `sdlearn.samplers`: DDPM, DDIM, Euler, Euler ancestral, Heun and LMS, as plain functions
+- `sdlearn.flow`: flow matching: the straight path, the shifted times of SD3, Euler's method in flow time
+- `sdlearn.optim`: SGD, momentum, RMSProp and Adam written out (each equal to torch.optim's), and a sampler
+  driven by any of them
 - `sdlearn.text_to_image`: the text-to-image loop of Stable Diffusion, step by step, and its parts
 - `sdlearn.editing`: image to image (SDEdit) and inpainting, on the text-to-image loop
 - `sdlearn.inversion`: DDIM inversion: DDIM run backwards up to a strength's first timestep, and denoising
   from given latents
 - `sdlearn.masks`: inpainting masks: random training masks, boxes and halves, the latent-sized mask
-- `sdlearn.guidance`: classifier-free guidance and negative prompts
+- `sdlearn.guidance`: classifier-free guidance and negative prompts; guidance with any differentiable loss
 - `sdlearn.conditioning`: class labels as conditioning: the embedding, the loss, sampling per class
 - `sdlearn.attention_maps`: recording attention maps (cross, self or both) on sdlearn's models or diffusers'
 - `sdlearn.tokenizer`: CLIP's tokenizer, offline

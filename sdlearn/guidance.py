@@ -1,4 +1,5 @@
-"""Classifier-free guidance: the formula, negative prompts, and a guided U-Net for the samplers.
+"""Guidance: classifier-free guidance (the formula, negative prompts, a guided U-Net for the samplers),
+and guidance with any differentiable loss.
 
     guided = classifier_free_guidance(uncond, cond, guidance_scale=7.5)
     model = GuidedNoiseModel(pipe.unet, prompt_embeds, negative_prompt_embeds, guidance_scale=7.5)
@@ -18,13 +19,18 @@ off: the model runs once per step, on the prompt alone, and the negative prompt 
 `model(x, t)` that every sampler of `sdlearn.samplers` takes (the idea of k-diffusion's
 `CFGDenoiser`), and the text-to-image loop (`sdlearn.text_to_image`) calls the same wrapper, so
 that guidance is written once for both.
+
+Loss guidance (lesson 20) steers with any differentiable loss on the predicted clean image instead:
+`sample_loss_guided` is Euler's method with that estimate pushed down the loss's gradient at each
+step, `loss_guided_estimate` one such push.
 """
 
 from __future__ import annotations
 
 import torch
 
-from sdlearn.samplers import NoiseModel
+from sdlearn.samplers import Callback, NoiseModel, Step, check_sampler_input, denoise
+from sdlearn.schedules import Schedule
 from sdlearn.tokenizer import check_prompts
 
 
@@ -118,3 +124,73 @@ class GuidedNoiseModel(NoiseModel):
         # 3. guidance: from the reference's prediction past the prompt's
         uncond, cond = output.chunk(2)
         return classifier_free_guidance(uncond, cond, self.guidance_scale)
+
+
+# --------------------------------------------------------------------------- guidance with a loss (lesson 20)
+
+def _guidance_gradient(loss_fn, denoised: torch.Tensor, index: int) -> torch.Tensor:
+    """The gradient of loss_fn at the predicted clean image, with a clear error for a bad loss."""
+    with torch.enable_grad():
+        x0 = denoised.detach().requires_grad_()
+        loss = loss_fn(x0)
+        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+            shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+            raise ValueError(f"the guidance loss must return one number (a scalar tensor), got {shape}: "
+                             f"add up the per-image losses with .sum()")
+        if not torch.isfinite(loss):
+            raise ValueError(f"the guidance loss is {loss.item()} at step {index}: it must be finite for the "
+                             f"predicted clean images (which can lie outside the data range early on; clamp or "
+                             f"guard divisions and logs)")
+        if not loss.requires_grad:
+            raise ValueError("the guidance loss does not depend on the image it is given: compute it from that "
+                             "tensor with differentiable operations")
+        (grad,) = torch.autograd.grad(loss, x0)
+    return grad
+
+
+def loss_guided_estimate(denoised: torch.Tensor, sigma, loss_fn, guidance_scale: float, *,
+                         index: int = 0) -> torch.Tensor:
+    """One push of loss guidance: D - guidance_scale * sigma^2 / (1 + sigma^2) * grad loss_fn(D).
+
+    denoised   D, the predicted clean images (B, C, H, W)
+    sigma      the noise level they were predicted at
+    index      the step number, for error messages
+    """
+    weight = sigma ** 2 / (1 + sigma ** 2)                      # 1 - alpha-bar_t: 1 for noise, 0 for a clean image
+    return denoised - guidance_scale * weight * _guidance_gradient(loss_fn, denoised, index)
+
+
+@torch.no_grad()
+def sample_loss_guided(model, x, schedule: Schedule, loss_fn, *, guidance_scale: float, guide_every: int = 1,
+                       prediction_type: str = "epsilon", generator=None,
+                       callback: Callback | None = None) -> torch.Tensor:
+    """Euler's method with the predicted clean image pushed down the gradient of any differentiable loss.
+
+    loss_fn       loss_fn(x0) -> one number: a loss on the predicted clean images (B, C, H, W), summed over them
+    denoised      D(x; sigma_i), the model's estimate of the clean image
+    guided        D - guidance_scale * sigma^2 / (1 + sigma^2) * grad loss_fn(D): the push is full strength
+                  while the image is mostly noise and fades to nothing as sigma -> 0, so the last steps
+                  are the model's alone (sigma^2 / (1 + sigma^2) is 1 - alpha-bar_t)
+    guide_every   apply the push at steps 0, k, 2k, ... only (each costs one backward pass of loss_fn)
+    The gradient is taken with respect to the predicted clean image, not through the network: a
+    guided step costs one network call, as an unguided one does. With guidance_scale 0 this is `sample_euler`.
+    """
+    check_sampler_input(x, schedule, prediction_type)
+    if not guidance_scale >= 0:
+        raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale!r}")
+    if not isinstance(guide_every, int) or guide_every < 1:
+        raise ValueError(f"guide_every must be a whole number >= 1, got {guide_every!r}")
+    sigmas = schedule.sigmas
+    for i in range(schedule.num_inference_steps):
+        sigma = sigmas[i]
+        # 1. denoise
+        denoised = denoise(model, x, schedule, i, sigma, prediction_type)
+        # 2. push the estimate of the clean image down the loss
+        if guidance_scale > 0 and i % guide_every == 0:
+            denoised = loss_guided_estimate(denoised, sigma, loss_fn, guidance_scale, index=i)
+        # 3. an Euler step towards the guided estimate
+        d = (x - denoised) / sigma
+        x = x + d * (sigmas[i + 1] - sigma)
+        if callback is not None:
+            callback(Step(index=i, timestep=schedule.timesteps[i].item(), sample=x, pred_x0=denoised))
+    return x

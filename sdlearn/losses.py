@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from sdlearn.data import random_hflip
-from sdlearn.schedules import add_noise, flow_interpolate, signal_to_noise, velocity
+from sdlearn.flow import flow_interpolate
+from sdlearn.schedules import add_noise, signal_to_noise, velocity
 
 if TYPE_CHECKING:
     from sdlearn.models.autoencoder import Autoencoder

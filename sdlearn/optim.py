@@ -22,7 +22,8 @@ trajectory to float32 rounding (tests/test_optim.py). What they leave out is wha
 not need: parameter groups, state dicts, fused and foreach kernels, closures.
 
 `lr` is a plain attribute: a loop may change it between steps (a learning-rate schedule, or
-a sampler whose step size is set by the noise levels, as `sdlearn.samplers.sample_with_optimizer` does).
+a sampler whose step size is set by the noise levels). `sample_with_optimizer`, at the end, is such
+a sampler: Euler's method written as gradient descent on -log p, driven by any of these optimizers.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ from __future__ import annotations
 from typing import Iterable
 
 import torch
+
+from sdlearn.samplers import Callback, Step, check_sampler_input, denoise
+from sdlearn.schedules import Schedule
 
 
 class Optimizer:
@@ -230,3 +234,37 @@ class Adam(Optimizer):
 
 
 OPTIMIZERS = {"sgd": SGD, "rmsprop": RMSProp, "adam": Adam}
+
+
+# --------------------------------------------------------------------------- a sampler as an optimizer
+
+@torch.no_grad()
+def sample_with_optimizer(model, x, schedule: Schedule, make_optimizer, *, prediction_type: str = "epsilon",
+                          generator=None, callback: Callback | None = None) -> torch.Tensor:
+    """Euler's method written as gradient descent on -log p, driven by any `sdlearn.optim` optimizer.
+
+    x           the parameter the optimizer moves, at noise level sigma_i (as in `sample_euler`)
+    grad        (x - D(x; sigma_i)) / sigma_i = -sigma_i * score: the predicted noise, the gradient of
+                -log p_sigma(x) scaled by sigma_i so that it has about unit size at every noise level
+    lr          sigma_i - sigma_{i+1}, set before each step
+    `make_optimizer(params, lr)` builds the optimizer, e.g. `functools.partial(SGD, momentum=0.5,
+    dampening=0.5)`. With plain `SGD` each step is x <- x - (sigma_i - sigma_{i+1}) d, exactly
+    `sample_euler`; momentum or Adam change the direction (and Adam the size) of each step, while
+    the model is still asked about x at the schedule's noise level sigma_{i+1}.
+    """
+    check_sampler_input(x, schedule, prediction_type)
+    sigmas = schedule.sigmas
+    x = x.detach().clone().requires_grad_()
+    optimizer = make_optimizer([x], lr=(sigmas[0] - sigmas[1]).item())
+    for i in range(schedule.num_inference_steps):
+        sigma = sigmas[i]
+        # 1. denoise; the predicted noise is the gradient the optimizer sees
+        denoised = denoise(model, x.detach(), schedule, i, sigma, prediction_type)
+        x.grad = (x.detach() - denoised) / sigma
+        # 2. one optimizer step with the schedule's step size
+        optimizer.lr = (sigma - sigmas[i + 1]).item()
+        optimizer.step()
+        if callback is not None:
+            callback(Step(index=i, timestep=schedule.timesteps[i].item(), sample=x.detach().clone(),
+                              pred_x0=denoised))
+    return x.detach()

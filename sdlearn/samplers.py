@@ -29,7 +29,7 @@ from typing import Callable
 import torch
 from scipy import integrate
 
-from sdlearn.schedules import FlowSchedule, Schedule, make_schedule
+from sdlearn.schedules import Schedule, make_schedule
 from sdlearn.utils import randn_tensor
 
 PREDICTION_TYPES = ("epsilon", "v_prediction")
@@ -75,7 +75,8 @@ def as_noise_model(network, **kwargs) -> NoiseModel:
     return network if isinstance(network, NoiseModel) else NoiseModel(network, **kwargs)
 
 
-def _check(x: torch.Tensor, schedule: Schedule, prediction_type: str) -> None:
+def check_sampler_input(x: torch.Tensor, schedule: Schedule, prediction_type: str) -> None:
+    """A clear error for a schedule, prediction type or sample a sampler cannot use."""
     if not isinstance(schedule, Schedule):
         raise TypeError(f"schedule must come from sdlearn.schedules.make_schedule, got {type(schedule).__name__}")
     if prediction_type not in PREDICTION_TYPES:
@@ -112,7 +113,7 @@ def sample_ddpm(model, x, schedule: Schedule, *, prediction_type: str = "epsilon
     mean          the posterior mean mu~_t(x_t, x_0) (eq. 7)
     variance      beta~_t = (1 - a_prev) / (1 - a_t) * beta_t (eq. 7), "fixed_small"
     """
-    _check(x, schedule, prediction_type)
+    check_sampler_input(x, schedule, prediction_type)
     timesteps = schedule.timesteps.round().long()
     ac = schedule.alphas_cumprod.to(x.device)
     one = torch.tensor(1.0, device=x.device)
@@ -155,7 +156,7 @@ def sample_ddim(model, x, schedule: Schedule, *, prediction_type: str = "epsilon
 
     As in diffusers, the previous timestep is t - T // n whatever the spacing.
     """
-    _check(x, schedule, prediction_type)
+    check_sampler_input(x, schedule, prediction_type)
     if eta < 0:
         raise ValueError(f"eta must be >= 0, got {eta}")
     timesteps = schedule.timesteps.round().long()
@@ -188,7 +189,7 @@ def sample_ddim(model, x, schedule: Schedule, *, prediction_type: str = "epsilon
 
 # --------------------------------------------------------------------------- sigma samplers
 
-def _denoise(model, x, schedule, i, sigma, prediction_type):
+def denoise(model, x, schedule, i, sigma, prediction_type):
     """Call the model at noise level sigma; return the predicted x0 (the "denoised" image).
 
     The model was trained on variance-preserving inputs, so x (variance 1 + sigma^2) is
@@ -211,12 +212,12 @@ def sample_euler(model, x, schedule: Schedule, *, prediction_type: str = "epsilo
     d          dx/dsigma = (x - D(x; sigma)) / sigma, eq. 3
     dt         sigma_{i+1} - sigma_i
     """
-    _check(x, schedule, prediction_type)
+    check_sampler_input(x, schedule, prediction_type)
     sigmas = schedule.sigmas
     for i in range(schedule.num_inference_steps):
         sigma = sigmas[i]
         # 1. denoise, 2. the slope, 3. one Euler step in sigma
-        denoised = _denoise(model, x, schedule, i, sigma, prediction_type)
+        denoised = denoise(model, x, schedule, i, sigma, prediction_type)
         d = (x - denoised) / sigma
         x = x + d * (sigmas[i + 1] - sigma)
         if callback is not None:
@@ -232,12 +233,12 @@ def sample_euler_ancestral(model, x, schedule: Schedule, *, prediction_type: str
     sigma_up     the noise added after the step: sqrt(sigma_to^2 (sigma_from^2 - sigma_to^2) / sigma_from^2)
     sigma_down   the level the deterministic step goes to: sqrt(sigma_to^2 - sigma_up^2)
     """
-    _check(x, schedule, prediction_type)
+    check_sampler_input(x, schedule, prediction_type)
     sigmas = schedule.sigmas
     for i in range(schedule.num_inference_steps):
         sigma_from, sigma_to = sigmas[i], sigmas[i + 1]
         # 1. denoise and take the slope
-        denoised = _denoise(model, x, schedule, i, sigma_from, prediction_type)
+        denoised = denoise(model, x, schedule, i, sigma_from, prediction_type)
         d = (x - denoised) / sigma_from
         # 2. split the step into a deterministic part and fresh noise
         sigma_up = (sigma_to ** 2 * (sigma_from ** 2 - sigma_to ** 2) / sigma_from ** 2) ** 0.5
@@ -260,13 +261,13 @@ def sample_heun(model, x, schedule: Schedule, *, prediction_type: str = "epsilon
     d_next   slope at (x_euler, sigma_{i+1}); the step uses the average (d + d_next) / 2
     The last step, to sigma = 0, is a plain Euler step. Two model calls per step otherwise.
     """
-    _check(x, schedule, prediction_type)
+    check_sampler_input(x, schedule, prediction_type)
     sigmas = schedule.sigmas
     n = schedule.num_inference_steps
     for i in range(n):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         # 1. Euler step
-        denoised = _denoise(model, x, schedule, i, sigma, prediction_type)
+        denoised = denoise(model, x, schedule, i, sigma, prediction_type)
         d = (x - denoised) / sigma
         dt = sigma_next - sigma
         if i == n - 1:
@@ -274,7 +275,7 @@ def sample_heun(model, x, schedule: Schedule, *, prediction_type: str = "epsilon
         else:
             # 2. the slope at the Euler prediction (the model is called at timestep i + 1)
             x_euler = x + d * dt
-            denoised_next = _denoise(model, x_euler, schedule, i + 1, sigma_next, prediction_type)
+            denoised_next = denoise(model, x_euler, schedule, i + 1, sigma_next, prediction_type)
             d_next = (x_euler - denoised_next) / sigma_next
             # 3. the trapezoidal step with the averaged slope
             x = x + (d + d_next) / 2 * dt
@@ -308,7 +309,7 @@ def sample_lms(model, x, schedule: Schedule, *, prediction_type: str = "epsilon"
     derivatives   the slopes d_i, d_{i-1}, ... of the most recent steps
     coefficients  integrals of Lagrange polynomials through the recent sigmas (`lms_coefficient`)
     """
-    _check(x, schedule, prediction_type)
+    check_sampler_input(x, schedule, prediction_type)
     if order < 1:
         raise ValueError(f"order must be at least 1, got {order}")
     sigmas = schedule.sigmas
@@ -316,7 +317,7 @@ def sample_lms(model, x, schedule: Schedule, *, prediction_type: str = "epsilon"
     for i in range(schedule.num_inference_steps):
         sigma = sigmas[i]
         # 1. denoise and keep the slope
-        denoised = _denoise(model, x, schedule, i, sigma, prediction_type)
+        denoised = denoise(model, x, schedule, i, sigma, prediction_type)
         derivatives.append((x - denoised) / sigma)
         if len(derivatives) > order:
             derivatives.pop(0)
@@ -330,139 +331,6 @@ def sample_lms(model, x, schedule: Schedule, *, prediction_type: str = "epsilon"
         x = x + update
         if callback is not None:
             callback(Step(index=i, timestep=schedule.timesteps[i].item(), sample=x, pred_x0=denoised))
-    return x
-
-
-# --------------------------------------------------------------------------- a sampler as an optimizer
-
-@torch.no_grad()
-def sample_with_optimizer(model, x, schedule: Schedule, make_optimizer, *, prediction_type: str = "epsilon",
-                          generator=None, callback: Callback | None = None) -> torch.Tensor:
-    """Euler's method written as gradient descent on -log p, driven by any `sdlearn.optim` optimizer.
-
-    x           the parameter the optimizer moves, at noise level sigma_i (as in `sample_euler`)
-    grad        (x - D(x; sigma_i)) / sigma_i = -sigma_i * score: the predicted noise, the gradient of
-                -log p_sigma(x) scaled by sigma_i so that it has about unit size at every noise level
-    lr          sigma_i - sigma_{i+1}, set before each step
-    `make_optimizer(params, lr)` builds the optimizer, e.g. `functools.partial(SGD, momentum=0.5,
-    dampening=0.5)`. With plain `SGD` each step is x <- x - (sigma_i - sigma_{i+1}) d, exactly
-    `sample_euler`; momentum or Adam change the direction (and Adam the size) of each step, while
-    the model is still asked about x at the schedule's noise level sigma_{i+1}.
-    """
-    _check(x, schedule, prediction_type)
-    sigmas = schedule.sigmas
-    x = x.detach().clone().requires_grad_()
-    optimizer = make_optimizer([x], lr=(sigmas[0] - sigmas[1]).item())
-    for i in range(schedule.num_inference_steps):
-        sigma = sigmas[i]
-        # 1. denoise; the predicted noise is the gradient the optimizer sees
-        denoised = _denoise(model, x.detach(), schedule, i, sigma, prediction_type)
-        x.grad = (x.detach() - denoised) / sigma
-        # 2. one optimizer step with the schedule's step size
-        optimizer.lr = (sigma - sigmas[i + 1]).item()
-        optimizer.step()
-        if callback is not None:
-            callback(Step(index=i, timestep=schedule.timesteps[i].item(), sample=x.detach().clone(),
-                              pred_x0=denoised))
-    return x.detach()
-
-
-# --------------------------------------------------------------------------- guidance with a loss
-
-def _guidance_gradient(loss_fn, denoised: torch.Tensor, index: int) -> torch.Tensor:
-    """The gradient of loss_fn at the predicted clean image, with a clear error for a bad loss."""
-    with torch.enable_grad():
-        x0 = denoised.detach().requires_grad_()
-        loss = loss_fn(x0)
-        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-            shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
-            raise ValueError(f"the guidance loss must return one number (a scalar tensor), got {shape}: "
-                             f"add up the per-image losses with .sum()")
-        if not torch.isfinite(loss):
-            raise ValueError(f"the guidance loss is {loss.item()} at step {index}: it must be finite for the "
-                             f"predicted clean images (which can lie outside the data range early on; clamp or "
-                             f"guard divisions and logs)")
-        if not loss.requires_grad:
-            raise ValueError("the guidance loss does not depend on the image it is given: compute it from that "
-                             "tensor with differentiable operations")
-        (grad,) = torch.autograd.grad(loss, x0)
-    return grad
-
-
-def loss_guided_estimate(denoised: torch.Tensor, sigma, loss_fn, guidance_scale: float, *,
-                         index: int = 0) -> torch.Tensor:
-    """One push of loss guidance: D - guidance_scale * sigma^2 / (1 + sigma^2) * grad loss_fn(D).
-
-    denoised   D, the predicted clean images (B, C, H, W)
-    sigma      the noise level they were predicted at
-    index      the step number, for error messages
-    """
-    weight = sigma ** 2 / (1 + sigma ** 2)                      # 1 - alpha-bar_t: 1 for noise, 0 for a clean image
-    return denoised - guidance_scale * weight * _guidance_gradient(loss_fn, denoised, index)
-
-
-@torch.no_grad()
-def sample_loss_guided(model, x, schedule: Schedule, loss_fn, *, guidance_scale: float, guide_every: int = 1,
-                       prediction_type: str = "epsilon", generator=None,
-                       callback: Callback | None = None) -> torch.Tensor:
-    """Euler's method with the predicted clean image pushed down the gradient of any differentiable loss.
-
-    loss_fn       loss_fn(x0) -> one number: a loss on the predicted clean images (B, C, H, W), summed over them
-    denoised      D(x; sigma_i), the model's estimate of the clean image
-    guided        D - guidance_scale * sigma^2 / (1 + sigma^2) * grad loss_fn(D): the push is full strength
-                  while the image is mostly noise and fades to nothing as sigma -> 0, so the last steps
-                  are the model's alone (sigma^2 / (1 + sigma^2) is 1 - alpha-bar_t)
-    guide_every   apply the push at steps 0, k, 2k, ... only (each costs one backward pass of loss_fn)
-    The gradient is taken with respect to the predicted clean image, not through the network: a
-    guided step costs one network call, as an unguided one does. With guidance_scale 0 this is `sample_euler`.
-    """
-    _check(x, schedule, prediction_type)
-    if not guidance_scale >= 0:
-        raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale!r}")
-    if not isinstance(guide_every, int) or guide_every < 1:
-        raise ValueError(f"guide_every must be a whole number >= 1, got {guide_every!r}")
-    sigmas = schedule.sigmas
-    for i in range(schedule.num_inference_steps):
-        sigma = sigmas[i]
-        # 1. denoise
-        denoised = _denoise(model, x, schedule, i, sigma, prediction_type)
-        # 2. push the estimate of the clean image down the loss
-        if guidance_scale > 0 and i % guide_every == 0:
-            denoised = loss_guided_estimate(denoised, sigma, loss_fn, guidance_scale, index=i)
-        # 3. an Euler step towards the guided estimate
-        d = (x - denoised) / sigma
-        x = x + d * (sigmas[i + 1] - sigma)
-        if callback is not None:
-            callback(Step(index=i, timestep=schedule.timesteps[i].item(), sample=x, pred_x0=denoised))
-    return x
-
-
-# --------------------------------------------------------------------------- flow matching
-
-@torch.no_grad()
-def sample_flow_euler(model, x, schedule: FlowSchedule, *, generator=None,
-                      callback: Callback | None = None) -> torch.Tensor:
-    """Euler's method on a flow-matching model's ODE, as `FlowMatchEulerDiscreteScheduler.step` takes it.
-
-    x          x_t at flow time t = sigmas[i] (start: pure noise, t about 1)
-    v          the model's velocity, dx_t/dt = noise - x0, at timestep sigmas[i] * num_train_timesteps
-    step       x <- x + (sigmas[i + 1] - sigmas[i]) v: towards t = 0, the image
-    pred_x0    x - t v: where the straight line through x with slope v reaches t = 0
-    """
-    if not isinstance(schedule, FlowSchedule):
-        raise TypeError(f"sample_flow_euler needs a FlowSchedule (sdlearn.schedules.make_flow_schedule or "
-                        f"flow_schedule_from_config), got {type(schedule).__name__}: a DDPM-family schedule "
-                        f"belongs to a noise- or v-prediction model and the other samplers")
-    if not x.is_floating_point():
-        raise TypeError(f"x must be a floating-point tensor, got {x.dtype}")
-    sigmas = schedule.sigmas
-    for i in range(schedule.num_inference_steps):
-        t, t_next = sigmas[i], sigmas[i + 1]
-        v = model(x, schedule.timesteps[i].to(x.device))
-        pred_x0 = x - t * v
-        x = x + (t_next - t) * v
-        if callback is not None:
-            callback(Step(index=i, timestep=schedule.timesteps[i].item(), sample=x, pred_x0=pred_x0))
     return x
 
 

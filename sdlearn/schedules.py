@@ -28,7 +28,7 @@ TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
 
 # --------------------------------------------------------------------------- betas
 
-def _check_steps(num_train_timesteps: int) -> None:
+def check_steps(num_train_timesteps: int) -> None:
     if not isinstance(num_train_timesteps, int) or num_train_timesteps < 2:
         raise ValueError(f"num_train_timesteps must be an int of at least 2, got {num_train_timesteps!r}")
 
@@ -47,14 +47,14 @@ def check_betas(betas: torch.Tensor) -> torch.Tensor:
 
 def linear_betas(num_train_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
     """DDPM's schedule: betas evenly spaced from beta_start to beta_end."""
-    _check_steps(num_train_timesteps)
+    check_steps(num_train_timesteps)
     return check_betas(torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=torch.float32))
 
 
 def scaled_linear_betas(num_train_timesteps: int = 1000, beta_start: float = 0.00085,
                         beta_end: float = 0.012) -> torch.Tensor:
     """Stable Diffusion's schedule: sqrt(beta) evenly spaced, then squared."""
-    _check_steps(num_train_timesteps)
+    check_steps(num_train_timesteps)
     roots = torch.linspace(beta_start ** 0.5, beta_end ** 0.5, num_train_timesteps, dtype=torch.float32)
     return check_betas(roots ** 2)
 
@@ -69,7 +69,7 @@ def cosine_betas(num_train_timesteps: int = 1000, max_beta: float = 0.999) -> to
 
     beta_t = 1 - alpha-bar(t+1) / alpha-bar(t), capped at max_beta to avoid a singularity at t = T.
     """
-    _check_steps(num_train_timesteps)
+    check_steps(num_train_timesteps)
     betas = []
     for i in range(num_train_timesteps):
         t1 = i / num_train_timesteps
@@ -141,7 +141,7 @@ def spaced_timesteps(num_inference_steps: int, num_train_timesteps: int = 1000, 
     "linspace": n evenly spaced values from T-1 to 0, not rounded (DDPM and DDIM round them).
     Returned as float64; samplers that need integers round them.
     """
-    _check_steps(num_train_timesteps)
+    check_steps(num_train_timesteps)
     if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
         raise ValueError(f"num_inference_steps must be at least 1, got {num_inference_steps!r}")
     if num_inference_steps > num_train_timesteps:
@@ -246,101 +246,3 @@ def make_schedule(alphas_cumprod: torch.Tensor, num_inference_steps: int, *, tim
     sigma_max = sigmas.max().item()
     init = sigma_max if timestep_spacing in ("linspace", "trailing") else (sigma_max ** 2 + 1) ** 0.5
     return Schedule(torch.from_numpy(timesteps), sigmas, alphas_cumprod, timestep_spacing, init)
-
-
-# --------------------------------------------------------------------------- flow matching (rectified flow)
-#
-# Flow matching (Lipman et al., 2023; Liu et al., 2023; Esser et al., 2024, SD3) uses the straight path
-#     x_t = (1 - t) x0 + t noise,   t in [0, 1] (t = 1 is pure noise),
-# and trains the network to predict its velocity dx_t/dt = noise - x0. The network sees the time as
-# t * num_train_timesteps, as diffusers' FlowMatchEulerDiscreteScheduler gives it; there the time
-# is called sigma, because it is also the noise's share of x_t.
-
-def _check_flow_time(t: torch.Tensor) -> None:
-    if t.min() < 0 or t.max() > 1:
-        raise ValueError(f"flow-matching time runs from 0 (clean) to 1 (pure noise), got values in "
-                         f"[{t.min().item():g}, {t.max().item():g}]: divide timesteps by num_train_timesteps")
-
-
-def _check_shift(shift: float) -> float:
-    if not shift > 0:
-        raise ValueError(f"the timestep shift must be > 0 (1 leaves the schedule as it is; SD3 uses 3.0), got {shift!r}")
-    return float(shift)
-
-
-def flow_interpolate(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """x_t = (1 - t) x0 + t noise, with one t in [0, 1] per image (B,)."""
-    t = torch.as_tensor(t, dtype=x0.dtype, device=x0.device)
-    _check_flow_time(t)
-    t = t.reshape(-1, *([1] * (x0.ndim - 1)))                                 # (B, 1, 1, 1)
-    return (1 - t) * x0 + t * noise
-
-
-def shift_flow_time(t, shift: float):
-    """SD3's timestep shift, shift * t / (1 + (shift - 1) * t): more of the steps at high noise when shift > 1.
-
-    Larger images keep their structure under more noise (more pixels average it away), so SD3 and
-    Flux spend more of their steps near t = 1; shift 1 changes nothing.
-    """
-    shift = _check_shift(shift)
-    return shift * t / (1 + (shift - 1) * t)
-
-
-@dataclass
-class FlowSchedule:
-    """The times of a flow-matching sampler, as `FlowMatchEulerDiscreteScheduler.set_timesteps` makes them.
-
-    sigmas      (n + 1,) the flow times t from about 1 down to 0, the last one 0
-    timesteps   (n,) what the network is given: sigmas[:-1] * num_train_timesteps
-    """
-    timesteps: torch.Tensor
-    sigmas: torch.Tensor
-    num_inference_steps: int
-    shift: float
-    num_train_timesteps: int
-
-
-def make_flow_schedule(num_inference_steps: int, *, shift: float = 1.0,
-                       num_train_timesteps: int = 1000) -> FlowSchedule:
-    """The flow times diffusers' `FlowMatchEulerDiscreteScheduler(shift=shift)` uses for n steps.
-
-    1. the training times 1000/1000, 999/1000, ..., 1/1000, shifted; the first and the last are
-       the range (so the smallest time is shifted once here and again in step 3, as diffusers does);
-    2. n times evenly spaced over that range;
-    3. shifted, and a final 0 appended.
-    """
-    if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
-        raise ValueError(f"num_inference_steps must be a whole number >= 1, got {num_inference_steps!r}")
-    _check_steps(num_train_timesteps)
-    shift = _check_shift(shift)
-    train = np.linspace(1, num_train_timesteps, num_train_timesteps, dtype=np.float32)[::-1].copy()
-    train_sigmas = torch.from_numpy(train) / num_train_timesteps
-    train_sigmas = shift * train_sigmas / (1 + (shift - 1) * train_sigmas)
-    sigma_max, sigma_min = train_sigmas[0].item(), train_sigmas[-1].item()
-    times = np.linspace(sigma_max * num_train_timesteps, sigma_min * num_train_timesteps, num_inference_steps)
-    sigmas = times / num_train_timesteps
-    sigmas = shift * sigmas / (1 + (shift - 1) * sigmas)
-    sigmas = torch.from_numpy(sigmas).to(torch.float32)
-    timesteps = sigmas * num_train_timesteps
-    return FlowSchedule(timesteps=timesteps, sigmas=torch.cat([sigmas, torch.zeros(1)]),
-                        num_inference_steps=num_inference_steps, shift=shift, num_train_timesteps=num_train_timesteps)
-
-
-FLOW_SCHEDULER = "FlowMatchEulerDiscreteScheduler"
-
-
-def flow_schedule_from_config(config: dict, num_inference_steps: int) -> FlowSchedule:
-    """A `FlowSchedule` from a diffusers scheduler config (a dict, as in scheduler_config.json)."""
-    kind = config.get("_class_name")
-    if kind != FLOW_SCHEDULER:
-        raise ValueError(f"this is a {kind or 'scheduler'} config, not a {FLOW_SCHEDULER} one: a model trained for "
-                         f"noise or v prediction cannot be sampled as a flow (use sdlearn.schedules.make_schedule "
-                         f"and the DDPM-family samplers for it)")
-    unsupported = [key for key in ("use_dynamic_shifting", "use_karras_sigmas", "use_exponential_sigmas",
-                                   "use_beta_sigmas", "invert_sigmas", "stochastic_sampling", "shift_terminal")
-                   if config.get(key)]
-    if unsupported:
-        raise ValueError(f"the flow schedule follows FlowMatchEulerDiscreteScheduler with a fixed shift; this config "
-                         f"also sets {', '.join(unsupported)}, which it does not implement")
-    return make_flow_schedule(num_inference_steps, shift=config.get("shift", 1.0),
-                              num_train_timesteps=config.get("num_train_timesteps", 1000))

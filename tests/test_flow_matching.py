@@ -5,10 +5,11 @@ import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
+from sdlearn.flow import (flow_interpolate, flow_schedule_from_config, make_flow_schedule, sample_flow_euler,
+                          shift_flow_time)
 from sdlearn.losses import flow_matching_loss
-from sdlearn.samplers import sample_euler, sample_flow_euler
-from sdlearn.schedules import (flow_interpolate, flow_schedule_from_config, make_flow_schedule, make_schedule,
-                               alphas_cumprod_from_betas, make_betas, shift_flow_time)
+from sdlearn.samplers import sample_euler
+from sdlearn.schedules import alphas_cumprod_from_betas, make_betas, make_schedule
 
 from test_samplers import MODEL
 

@@ -80,7 +80,7 @@ def test_the_ddpm_recipe_runs_and_stores_its_noise_schedule(tmp_path, debian_fas
 def test_the_flow_recipe_runs_and_stores_its_scheduler_config(tmp_path, monkeypatch):
     from sdlearn.recipes import FlowRecipe, run_flow
     from sdlearn.recipes import flow as flow_module
-    from sdlearn.schedules import flow_schedule_from_config
+    from sdlearn.flow import flow_schedule_from_config
 
     # encoding the 120,000 training latents takes minutes: a few random latents stand in for them
     latents = torch.randn(64, 4, 8, 8, generator=torch.Generator().manual_seed(0))

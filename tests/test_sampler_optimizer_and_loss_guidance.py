@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from sdlearn import optim
-from sdlearn.samplers import (loss_guided_estimate, sample_euler, sample_loss_guided, sample_with_optimizer)
+from sdlearn.guidance import loss_guided_estimate, sample_loss_guided
+from sdlearn.optim import sample_with_optimizer
+from sdlearn.samplers import sample_euler
 from sdlearn.schedules import alphas_cumprod_from_betas, make_betas, make_schedule
 
 from test_samplers import MODEL

@@ -3,7 +3,7 @@
 20.1 Adam's update with bias correction, 20.2 the perceptual distance from feature maps,
 20.3 one push of loss guidance. Every check runs the student's function on seeded inputs,
 compares with the right answer (torch.optim.Adam, sdlearn.losses.PerceptualDistance,
-sdlearn.samplers.loss_guided_estimate), and names the typical wrong answers.
+sdlearn.guidance.loss_guided_estimate), and names the typical wrong answers.
 """
 
 from __future__ import annotations
@@ -203,7 +203,7 @@ def _guidance_case(seed: int):
 
 @exercise("20.3", "a loss-guided step")
 def check_loss_guided_estimate(guided_estimate):
-    from sdlearn.samplers import loss_guided_estimate
+    from sdlearn.guidance import loss_guided_estimate
 
     for sigma, scale, seed in ((2.0, 0.1, 205), (0.5, 0.3, 206), (30.0, 0.05, 207)):
         denoised, loss_fn = _guidance_case(seed)
@@ -230,4 +230,4 @@ def check_loss_guided_estimate(guided_estimate):
         if not _close(got, expected):
             raise Failed(f"at sigma {sigma} and scale {scale} the estimate differs from D - scale * sigma**2 / "
                          f"(1 + sigma**2) * grad loss_fn(D): largest difference {(got - expected).abs().max():.3g}.")
-    return "equal to sdlearn.samplers.loss_guided_estimate at three noise levels."
+    return "equal to sdlearn.guidance.loss_guided_estimate at three noise levels."

@@ -22,7 +22,7 @@ from sdlearn.models.autoencoder import decode_latents
 from sdlearn.models.unet import UNet, UNetConfig
 from sdlearn.recipes.common import finish_run
 from sdlearn.recipes.latent_ddpm import LatentDDPMRecipe, training_latents
-from sdlearn.schedules import FLOW_SCHEDULER
+from sdlearn.flow import FLOW_SCHEDULER
 from sdlearn.training import TrainConfig, train
 
 
@@ -73,8 +73,7 @@ def run_flow(recipe: FlowRecipe, out: Path, checkpoint_dir: Path | None = None, 
 def save_flow_grid(model, recipe: FlowRecipe, path: Path, title: str = "", decode=None) -> None:
     """Sixteen samples (25 Euler steps, a fixed generator) saved as a PNG: training progress at a glance."""
     from sdlearn.plotting import save_image_grid
-    from sdlearn.samplers import sample_flow_euler
-    from sdlearn.schedules import make_flow_schedule
+    from sdlearn.flow import make_flow_schedule, sample_flow_euler
 
     was_training = model.training
     model.eval()
