@@ -10,7 +10,6 @@ is not there gets one error listing every shipped model:
     unet = load("ddpm_fashion")                # UNet noise predictor, Fashion-MNIST padded to 32x32
     vae = load("vae_fashion")                  # diffusers AutoencoderKL, 1x32x32 to 4x8x8 latents
     latent_unet = load("ldm_fashion")          # UNet noise predictor on vae_fashion's latents
-    flow_unet = load("flow_fashion")           # the same UNet trained by flow matching (velocity noise - x0)
     clip = load("clip_fashion")                # SmallCLIP: image and text encoders, CLIP's tokenizer
     pipe = load("fashion_text2image")          # diffusers StableDiffusionPipeline (sdlearn.pipelines)
     pipe = load("fashion_sks_bag_lora")        # the same pipeline with a DreamBooth LoRA loaded (lesson 19)
