@@ -26,8 +26,8 @@ The package is organised by concept, one module each; a lesson imports from seve
   autoencoders, CLIP) and the conversion of the U-Net to and from diffusers
 - `sdlearn.training`: one training loop (AdamW, EMA, mixed precision, checkpoints, Accelerate)
 - `sdlearn.precision`: whether bf16 pays on this hardware
-- `sdlearn.finetune`: teaching a trained model something new from a few pictures (textual inversion),
-  saved in the formats diffusers loads
+- `sdlearn.finetune`: teaching a trained model something new from a few pictures (textual inversion,
+  DreamBooth, LoRA), saved in the formats diffusers loads; low-rank changes of our own models
 - `sdlearn.recipes`: the settings behind every shipped model; `python -m sdlearn.train NAME` runs one
 - `sdlearn.weights`: the registry of shipped models (weights files and pipeline folders)
 - `sdlearn.pipelines`: text-to-image pipelines as diffusers folders, shipped or from the Hub

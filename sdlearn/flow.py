@@ -70,25 +70,41 @@ class FlowSchedule:
     num_train_timesteps: int
 
 
-def make_flow_schedule(num_inference_steps: int, *, shift: float = 1.0,
-                       num_train_timesteps: int = 1000) -> FlowSchedule:
+def make_flow_schedule(num_inference_steps: int | None = None, *, shift: float = 1.0,
+                       num_train_timesteps: int = 1000, sigmas=None) -> FlowSchedule:
     """The flow times diffusers' `FlowMatchEulerDiscreteScheduler(shift=shift)` uses for n steps.
 
     1. the training times 1000/1000, 999/1000, ..., 1/1000, shifted; the first and the last are
        the range (so the smallest time is shifted once here and again in step 3, as diffusers does);
     2. n times evenly spaced over that range;
     3. shifted, and a final 0 appended.
+
+    With `sigmas` (the times to take steps from, decreasing, in (0, 1]) steps 1 and 2 are skipped,
+    as `scheduler.set_timesteps(sigmas=...)` does: `sigmas=[1.0, 0.5]` is two steps that meet halfway.
     """
-    if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+    if sigmas is not None:
+        times = torch.as_tensor(sigmas, dtype=torch.float32).reshape(-1)
+        if num_inference_steps is None:
+            num_inference_steps = len(times)
+        if len(times) == 0 or len(times) != num_inference_steps:
+            raise ValueError(f"sigmas must hold one time per step ({num_inference_steps}), got {len(times)}")
+        if not (times.isfinite().all() and (times > 0).all() and (times <= 1).all()
+                and (len(times) == 1 or (times[1:] < times[:-1]).all())):
+            raise ValueError(f"sigmas must be decreasing flow times in (0, 1] (the last step goes to 0 by itself), "
+                             f"got {times.tolist()}")
+    if not isinstance(num_inference_steps, int) or isinstance(num_inference_steps, bool) or num_inference_steps < 1:
         raise ValueError(f"num_inference_steps must be a whole number >= 1, got {num_inference_steps!r}")
     check_steps(num_train_timesteps)
     shift = _check_shift(shift)
-    train = np.linspace(1, num_train_timesteps, num_train_timesteps, dtype=np.float32)[::-1].copy()
-    train_sigmas = torch.from_numpy(train) / num_train_timesteps
-    train_sigmas = shift * train_sigmas / (1 + (shift - 1) * train_sigmas)
-    sigma_max, sigma_min = train_sigmas[0].item(), train_sigmas[-1].item()
-    times = np.linspace(sigma_max * num_train_timesteps, sigma_min * num_train_timesteps, num_inference_steps)
-    sigmas = times / num_train_timesteps
+    if sigmas is not None:
+        sigmas = times.numpy()
+    else:
+        train = np.linspace(1, num_train_timesteps, num_train_timesteps, dtype=np.float32)[::-1].copy()
+        train_sigmas = torch.from_numpy(train) / num_train_timesteps
+        train_sigmas = shift * train_sigmas / (1 + (shift - 1) * train_sigmas)
+        sigma_max, sigma_min = train_sigmas[0].item(), train_sigmas[-1].item()
+        times = np.linspace(sigma_max * num_train_timesteps, sigma_min * num_train_timesteps, num_inference_steps)
+        sigmas = times / num_train_timesteps
     sigmas = shift * sigmas / (1 + (shift - 1) * sigmas)
     sigmas = torch.from_numpy(sigmas).to(torch.float32)
     timesteps = sigmas * num_train_timesteps

@@ -169,6 +169,7 @@ QUOTED = {
                         "5.5": "1 / 0.18215, Stable Diffusion's scaling factor"},
     "10_latent_diffusion": {"3.6": "-2.20 + 5.8, the printed interval's upper end"},
     "19_dreambooth_lora": {"3.4": "860M float32 parameters x 4 bytes, in GB"},
+    "21_flow_matching": {"4.6": "lesson 10's bootstrap standard error of a 300-sample Fréchet distance, 4.61"},
 }
 
 

@@ -121,3 +121,32 @@ def test_the_flow_sampler_refuses_a_ddpm_schedule_and_the_ddpm_samplers_a_flow_o
         sample_flow_euler(MODEL, torch.randn(1, 3, 8, 8), ddpm_schedule)
     with pytest.raises(TypeError, match="make_schedule"):
         sample_euler(MODEL, torch.randn(1, 3, 8, 8), make_flow_schedule(10))
+
+
+@pytest.mark.parametrize("shift", [1.0, 3.0])
+@pytest.mark.parametrize("sigmas", [[1.0], [1.0, 0.5], [1.0, 0.75, 0.5, 0.25], [0.9, 0.3]])
+def test_chosen_times_match_set_timesteps_with_sigmas(shift, sigmas):
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=shift)
+    scheduler.set_timesteps(sigmas=sigmas)
+    ours = make_flow_schedule(sigmas=sigmas, shift=shift)
+    assert ours.num_inference_steps == len(sigmas)
+    torch.testing.assert_close(ours.sigmas, scheduler.sigmas, rtol=0, atol=1e-7)
+    torch.testing.assert_close(ours.timesteps, scheduler.timesteps, rtol=0, atol=1e-4)
+
+
+def test_two_even_steps_meet_halfway_where_the_default_two_do_not():
+    assert make_flow_schedule(sigmas=[1.0, 0.5]).sigmas.tolist() == [1.0, 0.5, 0.0]
+    assert make_flow_schedule(2).sigmas[1].item() == pytest.approx(0.001, abs=1e-6)   # diffusers' even spacing
+
+
+@pytest.mark.parametrize("sigmas, message", [([], "one time per step"), ([0.5, 0.9], "decreasing"),
+                                             ([1.2, 0.5], r"in \(0, 1\]"), ([1.0, 0.0], r"in \(0, 1\]"),
+                                             ([1.0, float("nan")], "decreasing")])
+def test_chosen_times_that_are_not_a_schedule_are_refused(sigmas, message):
+    with pytest.raises(ValueError, match=message):
+        make_flow_schedule(sigmas=sigmas)
+
+
+def test_chosen_times_must_agree_with_the_number_of_steps():
+    with pytest.raises(ValueError, match=r"one time per step \(3\)"):
+        make_flow_schedule(3, sigmas=[1.0, 0.5])

@@ -98,7 +98,7 @@ def test_train_command_line_lists_the_recipes():
     result = subprocess.run([sys.executable, "-m", "sdlearn.train", "--help"], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0
     for name in ("classifier", "ddpm", "ddpm_plain", "autoencoder", "latent_ddpm", "clip", "text2image", "inpainting",
-                 "dreambooth_lora"):
+                 "dreambooth_lora", "flow", "reflow"):
         assert name in result.stdout
 
 
@@ -114,7 +114,7 @@ def test_shipped_weights_stay_small():
     for root, dirs, files in os.walk(weights.WEIGHTS_DIR):            # does not descend into linked folders
         total += sum(os.path.getsize(os.path.join(root, f)) for f in files
                      if not os.path.islink(os.path.join(root, f)))
-    assert total < 50 * 2 ** 20
+    assert total < 50 * 10 ** 6, f"{total / 1e6:.1f} MB"        # decimal megabytes, the stricter reading
 
 
 def test_shipped_autoencoder_scales_latents_to_unit_variance(debian_fashion):
@@ -181,3 +181,65 @@ def test_shipped_latent_ddpm_draws_clothes_through_the_decoder(debian_fashion):
     assert report.entropy > 0.9 and report.mean_confidence > 0.75         # varied, and recognisable
     noise = torch.randn(200, 1, 32, 32, generator=torch.Generator().manual_seed(0)).clamp(-1, 1)
     assert evaluate_samples(to_classifier_range(noise)).frechet > 3 * report.frechet
+
+
+def test_shipped_flow_model_draws_clothes_and_diffusers_draws_the_same(debian_fashion):
+    """flow_fashion: ldm_fashion's U-Net and latents trained by flow matching, sampled by Euler in flow time;
+    diffusers' UNet2DModel with FlowMatchEulerDiscreteScheduler, from the same weights, takes the same steps."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from sdlearn.data import to_classifier_range
+    from sdlearn.flow import flow_schedule_from_config, sample_flow_euler
+    from sdlearn.models.conversion import to_diffusers
+
+    info = weights.read_info("flow_fashion")
+    unet = weights.load("flow_fashion")
+    vae = weights.load(info["autoencoder"])
+    assert unet.config == weights.load("ldm_fashion").config                # the same network as the latent DDPM
+    assert info["scheduler"]["_class_name"] == "FlowMatchEulerDiscreteScheduler"
+    with pytest.raises(ValueError, match="does not record a noise schedule"):
+        weights.noise_schedule("flow_fashion")
+    noise = torch.randn(200, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    latents = sample_flow_euler(unet, noise, flow_schedule_from_config(info["scheduler"], 20))
+    with torch.no_grad():
+        images = decode_latents(vae, latents).clamp(-1, 1)
+    report = evaluate_samples(to_classifier_range(images))
+    assert report.entropy > 0.9 and report.mean_confidence > 0.75 and report.realistic > 0.8
+    # the diffusers U-Net and scheduler, four images, every step
+    theirs_unet = to_diffusers(unet).eval()
+    scheduler = FlowMatchEulerDiscreteScheduler.from_config(info["scheduler"])
+    scheduler.set_timesteps(20)
+    theirs = noise[:4].clone()
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            theirs = scheduler.step(theirs_unet(theirs, t.expand(4)).sample, t, theirs).prev_sample
+    torch.testing.assert_close(theirs, latents[:4], rtol=1e-4, atol=1e-4)
+
+
+def test_shipped_reflow_is_a_small_change_of_flow_fashion_that_draws_in_one_step(debian_fashion):
+    """reflow_fashion: flow_fashion retrained on its own noise-image pairs, stored as a rank-16 change of it.
+    One Euler step of it must beat one step of flow_fashion by far (measured: REFLOW_ONE_STEP)."""
+    from safetensors import safe_open
+
+    from sdlearn.data import to_classifier_range
+    from sdlearn.flow import make_flow_schedule, sample_flow_euler
+
+    path = weights.resolve("reflow_fashion")
+    with safe_open(str(path), framework="pt") as handle:
+        metadata, keys = handle.metadata(), list(handle.keys())
+    assert metadata["class"] == weights.LOW_RANK and metadata["base"] == "flow_fashion"
+    assert keys and all(k.endswith((".lora_A", ".lora_B")) for k in keys)
+    assert path.stat().st_size < 0.25 * weights.resolve("flow_fashion").stat().st_size
+    info = weights.read_info("reflow_fashion")
+    assert info["teacher"] == "flow_fashion" and info["scheduler"]["_class_name"] == "FlowMatchEulerDiscreteScheduler"
+    reflow, teacher = weights.load("reflow_fashion"), weights.load("flow_fashion")
+    vae = weights.load(weights.read_info("flow_fashion")["autoencoder"])
+    assert reflow.config == teacher.config
+    noise = torch.randn(200, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    reports = {}
+    for name, model in (("reflow", reflow), ("teacher", teacher)):
+        latents = sample_flow_euler(model, noise, make_flow_schedule(1))
+        with torch.no_grad():
+            reports[name] = evaluate_samples(to_classifier_range(decode_latents(vae, latents).clamp(-1, 1)))
+    assert reports["reflow"].frechet < 0.5 * reports["teacher"].frechet, reports
+    assert reports["reflow"].entropy > 0.9 and reports["reflow"].mean_confidence > 0.7

@@ -99,3 +99,34 @@ def test_the_flow_recipe_runs_and_stores_its_scheduler_config(tmp_path, monkeypa
     unet = weights.load(out)
     x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1))
     assert unet(x, torch.tensor([10.5, 900.0])).shape == x.shape
+
+
+@pytest.mark.slow
+def test_the_reflow_recipe_trains_a_low_rank_change_of_its_teacher(tmp_path):
+    from sdlearn.recipes import ReflowRecipe, run_reflow
+    from sdlearn.recipes.reflow import teacher_pairs
+    from sdlearn.flow import make_flow_schedule, sample_flow_euler
+    from sdlearn.models.unet import UNet, UNetConfig
+
+    torch.manual_seed(0)
+    teacher = UNet(UNetConfig(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32),
+                              layers_per_block=1, attention_levels=(False, True), mid_attention=True,
+                              attention_head_dim=8, norm_num_groups=8)).eval()
+    weights.save(teacher, tmp_path / "teacher.safetensors", {})
+    recipe = ReflowRecipe(teacher=str(tmp_path / "teacher.safetensors"), pairs=24, pair_steps=3, pair_batch=10,
+                          rank=2)
+    recipe.train.steps, recipe.train.batch_size, recipe.train.warmup_steps = 3, 8, 1
+    # the pairs: each noise taken to the teacher's 3-step Euler sample, in batches that do not divide 24
+    z, x0 = teacher_pairs(teacher, 24, 3, 10, recipe.pair_seed)
+    assert torch.allclose(sample_flow_euler(teacher, z[:5], make_flow_schedule(3)), x0[:5], atol=1e-5)
+    out = tmp_path / "reflow.safetensors"
+    info = run_reflow(recipe, out, checkpoint_dir=tmp_path / "checkpoints", progress=False)
+    record = weights.read_info(out)
+    assert record["checksum"] == info["checksum"] and record["rank"] == 2
+    assert record["scheduler"]["_class_name"] == "FlowMatchEulerDiscreteScheduler"
+    assert 0 < record["trainable_parameters"] < 0.5 * sum(p.numel() for p in teacher.parameters())
+    student = weights.load(out)
+    x, t = torch.randn(2, 4, 8, 8), torch.tensor([300.0, 800.0])
+    with torch.no_grad():
+        assert not torch.allclose(student(x, t), teacher(x, t))       # trained: no longer the teacher
+    assert out.stat().st_size < (tmp_path / "teacher.safetensors").stat().st_size

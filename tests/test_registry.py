@@ -17,8 +17,7 @@ def test_available_lists_files_folders_and_loras_and_every_recipe_ships_under_it
     assert weights.available() == sorted(files + folders + loras)
     shipped = {name for _, _, name, _ in RECIPES.values()}
     assert set(weights.available()) <= shipped, "every shipped model was made by a recipe"
-    # not shipped: the baseline, and the flow-matching model until the weights budget has room for it
-    assert shipped - set(weights.available()) == {"ddpm_fashion_plain", "flow_fashion"}
+    assert shipped - set(weights.available()) == {"ddpm_fashion_plain"}     # the baseline is not shipped
 
 
 def test_one_error_lists_every_shipped_model():

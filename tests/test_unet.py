@@ -117,7 +117,7 @@ def test_stable_diffusion_15_layout_matches_diffusers_on_the_meta_device():
     assert config_from_diffusers(theirs.config) == config
 
 
-@pytest.mark.parametrize("name", ["ddpm_fashion", "ldm_fashion"])
+@pytest.mark.parametrize("name", ["ddpm_fashion", "ldm_fashion", "flow_fashion"])
 def test_shipped_unet_files_load_every_key(name):
     """The module names are the state dict's keys: the shipped files load, none missing, none left over."""
     with safe_open(str(weights.resolve(name)), framework="pt") as handle:

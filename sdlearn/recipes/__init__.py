@@ -8,6 +8,8 @@ runs it (see `sdlearn.train`). The shipped weights in `sdlearn/weights/` were ma
 - `autoencoder`: the latent autoencoder (AutoencoderKL, 1x32x32 to 4x8x8)
 - `latent_ddpm`: the same DDPM on the autoencoder's latents
 - `flow`: the same U-Net and latents trained by flow matching (straight paths, velocity prediction)
+- `reflow`: `flow`'s model taught its own noise-to-image pairs (rectified flow's second round), stored
+  as a low-rank change of it: straighter paths, images in one to four steps
 - `clip`: the small CLIP, image and text encoders for captioned Fashion-MNIST
 - `text2image`: the text-to-image U-Net, written as a diffusers pipeline folder
 - `inpainting`: that U-Net widened to 9 input channels and fine-tuned on random masks
@@ -25,6 +27,7 @@ from sdlearn.recipes.dreambooth_lora import DreamBoothLoRARecipe, run_dreambooth
 from sdlearn.recipes.ddpm import DDPMRecipe, plain_ddpm_recipe, run_ddpm
 from sdlearn.recipes.latent_ddpm import LatentDDPMRecipe, run_latent_ddpm
 from sdlearn.recipes.flow import FlowRecipe, run_flow
+from sdlearn.recipes.reflow import ReflowRecipe, run_reflow
 from sdlearn.recipes.inpainting import InpaintingRecipe, run_inpainting
 from sdlearn.recipes.text2image import Text2ImageRecipe, run_text2image
 
@@ -40,6 +43,8 @@ RECIPES = {
     "latent_ddpm": (LatentDDPMRecipe, run_latent_ddpm, "ldm_fashion",
                     "the same DDPM on the latent autoencoder's 4x8x8 latents"),
     "flow": (FlowRecipe, run_flow, "flow_fashion", "ldm_fashion's U-Net and latents trained by flow matching"),
+    "reflow": (ReflowRecipe, run_reflow, "reflow_fashion",
+               "flow_fashion retrained on its own noise-image pairs (a low-rank change): few-step images"),
     "clip": (CLIPRecipe, run_clip, "clip_fashion", "the small CLIP: image and text encoders for captioned "
                                                    "Fashion-MNIST"),
     "text2image": (Text2ImageRecipe, run_text2image, "fashion_text2image",
@@ -51,6 +56,6 @@ RECIPES = {
 }
 
 __all__ = ["RECIPES", "AutoencoderRecipe", "CLIPRecipe", "ClassifierRecipe", "DDPMRecipe", "DreamBoothLoRARecipe",
-           "FlowRecipe", "InpaintingRecipe", "LatentDDPMRecipe", "Text2ImageRecipe", "plain_ddpm_recipe",
+           "FlowRecipe", "InpaintingRecipe", "LatentDDPMRecipe", "ReflowRecipe", "Text2ImageRecipe", "plain_ddpm_recipe",
            "run_autoencoder", "run_classifier", "run_clip", "run_ddpm", "run_dreambooth_lora", "run_flow",
-           "run_inpainting", "run_latent_ddpm", "run_text2image"]
+           "run_inpainting", "run_latent_ddpm", "run_reflow", "run_text2image"]

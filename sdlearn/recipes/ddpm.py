@@ -54,7 +54,8 @@ def run_ddpm(recipe: DDPMRecipe, out: Path, checkpoint_dir: Path | None = None, 
     torch.manual_seed(recipe.train.seed)
     images, _ = fashion_for_diffusion("train")
     return train_denoiser(recipe, images, out, checkpoint_dir, progress, stop_after, name="ddpm",
-                          flip=recipe.flip, sample_shape=(1, 32, 32), clip_sample=True, decode=None)
+                          flip=recipe.flip, sample_shape=(1, 32, 32), clip_sample=True, decode=None,
+                          dtype=torch.float16)         # stored in half precision, as ddpm_fashion is shipped
 
 
 def train_denoiser(recipe: DDPMRecipe, data: torch.Tensor, out: Path, checkpoint_dir, progress, stop_after, *,

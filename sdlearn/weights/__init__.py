@@ -10,6 +10,8 @@ is not there gets one error listing every shipped model:
     unet = load("ddpm_fashion")                # UNet noise predictor, Fashion-MNIST padded to 32x32
     vae = load("vae_fashion")                  # diffusers AutoencoderKL, 1x32x32 to 4x8x8 latents
     latent_unet = load("ldm_fashion")          # UNet noise predictor on vae_fashion's latents
+    flow_unet = load("flow_fashion")           # the same U-Net trained by flow matching (velocity)
+    reflow_unet = load("reflow_fashion")       # flow_fashion plus a low-rank change: straighter paths
     clip = load("clip_fashion")                # SmallCLIP: image and text encoders, CLIP's tokenizer
     pipe = load("fashion_text2image")          # diffusers StableDiffusionPipeline (sdlearn.pipelines)
     pipe = load("fashion_sks_bag_lora")        # the same pipeline with a DreamBooth LoRA loaded (lesson 19)
@@ -19,6 +21,9 @@ is not there gets one error listing every shipped model:
 
 A weights file stores its model's configuration in the safetensors metadata, so it needs no
 other file. `python -m sdlearn.train RECIPE` writes them (see each model card in the book).
+
+A file may hold only a low-rank change of another shipped model (`save_low_rank`):
+`reflow_fashion` is `flow_fashion` plus B A on each weight, 1.0 MB instead of 5.6 MB.
 
 A file may leave out tensors another shipped file already holds: `clip_fashion`'s text
 encoder is the one inside the `fashion_text2image` pipeline folder, stored once. Its metadata
@@ -116,6 +121,36 @@ def save(model: torch.nn.Module, path, info: dict | None = None, dtype: torch.dt
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     return path
+
+
+LOW_RANK = "LowRank"                      # a weights file holding a low-rank change of another one
+
+
+def save_low_rank(tensors: dict[str, torch.Tensor], scale: float, base: str, path, info: dict | None = None,
+                  dtype: torch.dtype | None = None) -> Path:
+    """Write a low-rank change of the shipped model `base` (`sdlearn.finetune.low_rank`) to one file.
+
+    `load` rebuilds `base` (a shipped name, or a weights file beside this one) and adds
+    scale * B A to each weight the change names.
+    """
+    if dtype is not None:
+        tensors = {k: v.to(dtype) for k, v in tensors.items()}
+    metadata = {"class": LOW_RANK, "base": str(base), "scale": repr(float(scale)), "info": json.dumps(info or {})}
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    return Path(path)
+
+
+def _low_rank_base(path: Path, metadata: dict) -> Path:
+    """The weights file a low-rank change belongs to: a file of that name beside it, else a shipped model."""
+    beside = path.parent / f"{metadata['base']}.safetensors"
+    if beside.is_file():
+        return beside
+    try:
+        return resolve(metadata["base"])
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"{path.name} is a low-rank change of {metadata['base']!r}, which is neither "
+                                f"beside it nor shipped: put {metadata['base']}.safetensors next to it") from exc
 
 
 def read_info(name_or_path) -> dict:
@@ -233,6 +268,11 @@ def load(name_or_path, device: str | torch.device = "cpu"):
         return load_pipeline(path, device)
     with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata() or {}
+    if metadata.get("class") == LOW_RANK:
+        from sdlearn.finetune.low_rank import merge_low_rank
+
+        model = load(_low_rank_base(path, metadata), device="cpu")
+        return merge_low_rank(model, load_file(str(path)), float(metadata["scale"])).to(device).eval()
     if metadata.get("class", "").startswith("diffusers."):
         import diffusers
 
