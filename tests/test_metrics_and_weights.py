@@ -218,7 +218,8 @@ def test_shipped_flow_model_draws_clothes_and_diffusers_draws_the_same(debian_fa
 
 def test_shipped_reflow_is_a_small_change_of_flow_fashion_that_draws_in_one_step(debian_fashion):
     """reflow_fashion: flow_fashion retrained on its own noise-image pairs, stored as a rank-16 change of it.
-    One Euler step of it must beat one step of flow_fashion by far (measured: REFLOW_ONE_STEP)."""
+    One Euler step of it must beat one step of flow_fashion by far (lesson 21, 192 images: a Fréchet
+    distance of 76.4 against 374.8)."""
     from safetensors import safe_open
 
     from sdlearn.data import to_classifier_range
