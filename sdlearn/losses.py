@@ -62,7 +62,7 @@ FLOW_TIME_SAMPLING = ("uniform", "logit_normal")
 
 
 def flow_matching_loss(model, x0: torch.Tensor, generator: torch.Generator, *, num_train_timesteps: int = 1000,
-                       time_sampling: str = "logit_normal") -> torch.Tensor:
+                       time_sampling: str = "logit_normal", noise: torch.Tensor | None = None) -> torch.Tensor:
     """The flow-matching loss (Lipman et al., 2023; rectified flow, Liu et al., 2023) as SD3 trains it.
 
     1. draw a time t in (0, 1) per image: uniformly, or logit-normal (sigmoid of a standard normal,
@@ -70,6 +70,9 @@ def flow_matching_loss(model, x0: torch.Tensor, generator: torch.Generator, *, n
     2. x_t = (1 - t) x0 + t noise, the straight path from the image to the noise;
     3. the model, given x_t and t * num_train_timesteps, predicts the velocity dx_t/dt = noise - x0;
     4. the mean squared error.
+
+    `noise` given: the noise each image is paired with, instead of fresh noise (reflow trains on a
+    trained model's own noise-image pairs, `sdlearn.recipes.reflow`); the times are drawn as before.
     """
     if time_sampling not in FLOW_TIME_SAMPLING:
         raise ValueError(f"time_sampling must be one of {FLOW_TIME_SAMPLING}, got {time_sampling!r}")
@@ -79,7 +82,10 @@ def flow_matching_loss(model, x0: torch.Tensor, generator: torch.Generator, *, n
     else:
         t = torch.sigmoid(torch.randn(b, generator=generator))
     t = t.to(x0.device)
-    noise = torch.randn(x0.shape, generator=generator).to(device=x0.device, dtype=x0.dtype)
+    if noise is None:
+        noise = torch.randn(x0.shape, generator=generator).to(device=x0.device, dtype=x0.dtype)
+    elif noise.shape != x0.shape:
+        raise ValueError(f"noise {tuple(noise.shape)} must have the images' shape {tuple(x0.shape)}: one noise per image")
     x_t = flow_interpolate(x0, noise, t)
     prediction = model(x_t, t * num_train_timesteps)
     return F.mse_loss(prediction.float(), (noise - x0).float())

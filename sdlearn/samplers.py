@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-from scipy import integrate
 
 from sdlearn.schedules import Schedule, make_schedule
 from sdlearn.utils import randn_tensor
@@ -298,6 +297,8 @@ def lms_coefficient(sigmas: torch.Tensor, i: int, order: int, j: int) -> float:
             if k != j:
                 prod *= (tau - sigmas[i - k]) / (sigmas[i - j] - sigmas[i - k])
         return prod
+    from scipy import integrate       # here, not at import: scipy.integrate costs most of this module's start-up
+
     return integrate.quad(basis, sigmas[i], sigmas[i + 1], epsrel=1e-4)[0]
 
 

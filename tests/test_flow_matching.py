@@ -150,3 +150,14 @@ def test_chosen_times_that_are_not_a_schedule_are_refused(sigmas, message):
 def test_chosen_times_must_agree_with_the_number_of_steps():
     with pytest.raises(ValueError, match=r"one time per step \(3\)"):
         make_flow_schedule(3, sigmas=[1.0, 0.5])
+
+
+def test_given_noise_is_used_as_each_images_pair_and_must_match_their_shape():
+    x0 = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    z = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    loss = flow_matching_loss(MODEL, x0, torch.Generator().manual_seed(2), time_sampling="uniform", noise=z)
+    t = torch.rand(2, generator=torch.Generator().manual_seed(2))          # the times are drawn first, as before
+    by_hand = ((MODEL(flow_interpolate(x0, z, t), t * 1000) - (z - x0)) ** 2).mean()
+    assert loss.item() == pytest.approx(by_hand.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="one noise per image"):
+        flow_matching_loss(MODEL, x0, torch.Generator().manual_seed(2), noise=z[:1])

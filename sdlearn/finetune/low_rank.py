@@ -55,10 +55,10 @@ class LowRankAdapted(nn.Module):
             raise ValueError(f"{unknown} are not weight matrices or kernels of this model; "
                              f"choose from {low_rank_targets(base, 0)}")
         generator = torch.Generator().manual_seed(seed)
+        self._keys = {name: name.replace(".", "/") for name in self.targets}   # ParameterDict keys hold no dots
         self.lora_A, self.lora_B = nn.ParameterDict(), nn.ParameterDict()
-        for name in self.targets:
+        for name, key in self._keys.items():
             out_features, in_features = _as_matrix_shape(params[name].shape)
-            key = name.replace(".", "/")                       # ParameterDict keys cannot hold dots
             self.lora_A[key] = nn.Parameter(torch.randn(rank, in_features, generator=generator) / rank)
             self.lora_B[key] = nn.Parameter(torch.zeros(out_features, rank))
 
@@ -69,9 +69,8 @@ class LowRankAdapted(nn.Module):
     def changed_weights(self) -> dict[str, torch.Tensor]:
         """W0 + scale * B A for every target weight (differentiable in A and B)."""
         params = dict(self.base.named_parameters())
-        return {name: params[name] + self.scale * (self.lora_B[name.replace(".", "/")]
-                                                   @ self.lora_A[name.replace(".", "/")]).view_as(params[name])
-                for name in self.targets}
+        return {name: params[name] + self.scale * (self.lora_B[key] @ self.lora_A[key]).view_as(params[name])
+                for name, key in self._keys.items()}
 
     def forward(self, *args, **kwargs):
         return functional_call(self.base, self.changed_weights(), args, kwargs)
@@ -79,16 +78,10 @@ class LowRankAdapted(nn.Module):
     def low_rank_tensors(self) -> dict[str, torch.Tensor]:
         """The trained change: `NAME.lora_A` (r, in) and `NAME.lora_B` (out, r) for every target weight."""
         tensors = {}
-        for name in self.targets:
-            key = name.replace(".", "/")
+        for name, key in self._keys.items():
             tensors[name + SUFFIX_A] = self.lora_A[key].detach().cpu().contiguous()
             tensors[name + SUFFIX_B] = self.lora_B[key].detach().cpu().contiguous()
         return tensors
-
-    def merged(self) -> nn.Module:
-        """The base model with the change written into its weights (the base itself, changed in place)."""
-        merge_low_rank(self.base, self.low_rank_tensors(), self.scale)
-        return self.base
 
 
 @torch.no_grad()

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from sdlearn import weights
 from sdlearn.finetune.low_rank import LowRankAdapted
-from sdlearn.flow import FLOW_SCHEDULER, flow_interpolate, make_flow_schedule, sample_flow_euler
+from sdlearn.flow import FLOW_SCHEDULER, make_flow_schedule, sample_flow_euler
+from sdlearn.losses import flow_matching_loss
 from sdlearn.recipes.common import finish_run
 from sdlearn.training import TrainConfig, train
 
@@ -62,9 +62,8 @@ def reflow_loss(model, pair: tuple[torch.Tensor, torch.Tensor], generator: torch
                 num_train_timesteps: int = 1000) -> torch.Tensor:
     """The flow-matching loss on coupled pairs: x_t = (1 - t) x0 + t z, target z - x0, t uniform."""
     z, x0 = pair
-    t = torch.rand(x0.shape[0], generator=generator).to(x0.device)
-    x_t = flow_interpolate(x0, z, t)
-    return F.mse_loss(model(x_t, t * num_train_timesteps).float(), (z - x0).float())
+    return flow_matching_loss(model, x0, generator, num_train_timesteps=num_train_timesteps,
+                              time_sampling="uniform", noise=z)
 
 
 def run_reflow(recipe: ReflowRecipe, out: Path, checkpoint_dir: Path | None = None, progress: bool = True,
